@@ -1,0 +1,3 @@
+module plaza
+
+go 1.26.8

@@ -1,0 +1,217 @@
+package event
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"plaza/homeserver/canonicaljson"
+	"plaza/homeserver/id"
+	"plaza/homeserver/signing"
+)
+
+// Proto is an event before it is hashed and signed: what a local client asked
+// for, plus the DAG position chosen by the room's writer.
+type Proto struct {
+	Type     string
+	StateKey *string
+	Sender   string
+	// RoomID is ignored for the create event of a version 12 room, whose room
+	// ID is derived from the event itself.
+	RoomID string
+	// Content is any JSON object; it is canonicalised (and so validated) here.
+	Content json.RawMessage
+	// Redacts is the target of an m.room.redaction; Build puts it where the
+	// room version wants it (top level before v11, content from v11).
+	Redacts        string
+	PrevEvents     []string
+	AuthEvents     []string
+	Depth          int64
+	OriginServerTS int64
+}
+
+// Build hashes and signs the proto event as serverName with key, and returns
+// the finished event. It fails with ErrMalformed, ErrNotJSON or ErrTooLarge.
+func (p *Proto) Build(v *RoomVersion, serverName string, key signing.Key) (*Event, error) {
+	if p.Type == "" || len(p.Type) > MaxTypeSize {
+		return nil, malformed("type must be 1 to %d bytes", MaxTypeSize)
+	}
+	if p.StateKey != nil && len(*p.StateKey) > MaxStateKeySize {
+		return nil, malformed("state_key longer than %d bytes", MaxStateKeySize)
+	}
+	if _, err := id.ParseUserID(p.Sender); err != nil {
+		return nil, malformed("sender: %v", err)
+	}
+	if p.Depth < 0 {
+		return nil, malformed("negative depth")
+	}
+	raw := p.Content
+	if len(raw) == 0 {
+		raw = json.RawMessage("{}")
+	}
+	content, err := canonicaljson.Canonicalize(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: content: %w", ErrNotJSON, err)
+	}
+	if content[0] != '{' {
+		return nil, malformed("content must be an object")
+	}
+	redacts := ""
+	if p.Type == TypeRedaction && p.Redacts != "" {
+		if v.RedactsInContent {
+			rb, _ := canonicaljson.Marshal(p.Redacts)
+			if content, err = withMember(content, "redacts", rb); err != nil {
+				return nil, err
+			}
+		} else {
+			redacts = p.Redacts
+		}
+	}
+	isV12Create := v.RoomIDFromCreate && p.Type == TypeCreate && p.StateKey != nil && *p.StateKey == ""
+	if !isV12Create && !id.ValidRoomID(p.RoomID) {
+		return nil, malformed("invalid room_id %q", p.RoomID)
+	}
+
+	// Assemble the canonical object by hand, keys in sorted order, leaving out
+	// hashes and signatures; they are inserted once computed.
+	var b []byte
+	b = append(b, `{"auth_events":`...)
+	if b, err = appendStrings(b, p.AuthEvents); err != nil {
+		return nil, err
+	}
+	b = append(b, `,"content":`...)
+	b = append(b, content...)
+	b = append(b, `,"depth":`...)
+	b = strconv.AppendInt(b, p.Depth, 10)
+	b = append(b, `,"origin_server_ts":`...)
+	b = strconv.AppendInt(b, p.OriginServerTS, 10)
+	b = append(b, `,"prev_events":`...)
+	if b, err = appendStrings(b, p.PrevEvents); err != nil {
+		return nil, err
+	}
+	if redacts != "" {
+		b = append(b, `,"redacts":`...)
+		if b, err = appendString(b, redacts); err != nil {
+			return nil, err
+		}
+	}
+	if !isV12Create {
+		b = append(b, `,"room_id":`...)
+		if b, err = appendString(b, p.RoomID); err != nil {
+			return nil, err
+		}
+	}
+	b = append(b, `,"sender":`...)
+	if b, err = appendString(b, p.Sender); err != nil {
+		return nil, err
+	}
+	if p.StateKey != nil {
+		b = append(b, `,"state_key":`...)
+		if b, err = appendString(b, *p.StateKey); err != nil {
+			return nil, err
+		}
+	}
+	b = append(b, `,"type":`...)
+	if b, err = appendString(b, p.Type); err != nil {
+		return nil, err
+	}
+	b = append(b, '}')
+
+	b, toSign, hash, err := hashAndSign(v, b, serverName, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxPDUSize {
+		return nil, fmt.Errorf("%w: %d bytes of canonical JSON (limit %d)", ErrTooLarge, len(b), MaxPDUSize)
+	}
+	ref := sha256.Sum256(toSign)
+	e := &Event{
+		version:        v,
+		json:           b,
+		id:             "$" + encodeURLBase64(ref[:]),
+		roomID:         p.RoomID,
+		sender:         p.Sender,
+		typ:            p.Type,
+		stateKey:       p.StateKey,
+		prevEvents:     p.PrevEvents,
+		authEvents:     p.AuthEvents,
+		depth:          p.Depth,
+		originServerTS: p.OriginServerTS,
+		redacts:        p.Redacts,
+		contentHash:    hash,
+	}
+	if e.prevEvents == nil {
+		e.prevEvents = []string{}
+	}
+	if e.authEvents == nil {
+		e.authEvents = []string{}
+	}
+	if isV12Create {
+		e.roomID = "!" + e.id[1:]
+	}
+	if p.Type != TypeRedaction {
+		e.redacts = ""
+	}
+	ms, _ := members(b)
+	for _, m := range ms {
+		if m.key == "content" {
+			e.content = m.value
+		}
+	}
+	return e, nil
+}
+
+func appendString(b []byte, s string) ([]byte, error) {
+	enc, err := canonicaljson.Marshal(s)
+	if err != nil {
+		return nil, malformed("%v", err)
+	}
+	return append(b, enc...), nil
+}
+
+func appendStrings(b []byte, list []string) ([]byte, error) {
+	b = append(b, '[')
+	for i, s := range list {
+		if !id.ValidEventID(s) {
+			return nil, malformed("invalid event ID %q", s)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = appendString(b, s); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, ']'), nil
+}
+
+// hashAndSign adds hashes.sha256 and this server's signature to a canonical
+// event object, as "Adding hashes and signatures to outgoing events" says:
+// the content hash covers everything but unsigned, signatures and hashes; the
+// signature covers the redacted event. It returns the signed object, the
+// bytes the signature covers (whose sha256 is the reference hash) and the
+// content hash.
+func hashAndSign(v *RoomVersion, obj []byte, serverName string, key signing.Key) (signed, covered []byte, hash string, err error) {
+	ch, err := contentHash(obj)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	hash = encodeBase64(ch[:])
+	if obj, err = withMember(obj, "hashes", []byte(`{"sha256":"`+hash+`"}`)); err != nil {
+		return nil, nil, "", err
+	}
+	if covered, err = signable(v, obj); err != nil {
+		return nil, nil, "", err
+	}
+	sig := signing.SignBytes(covered, key)
+	sigs, err := canonicaljson.Marshal(map[string]map[string]string{serverName: {key.ID: sig}})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if obj, err = withMember(obj, "signatures", sigs); err != nil {
+		return nil, nil, "", err
+	}
+	return obj, covered, hash, nil
+}

@@ -1,0 +1,115 @@
+// Package homeserver assembles Plaza's Matrix homeserver from its parts —
+// storage, the stream, the room writer, the client API, /sync and media — and
+// exposes it as one http.Handler plus the services the Gitter features
+// (community, peek, search, archive) build on.
+package homeserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"plaza/homeserver/clientapi"
+	"plaza/homeserver/httpapi"
+	"plaza/homeserver/room"
+	"plaza/homeserver/signing"
+	"plaza/homeserver/storage"
+	"plaza/homeserver/stream"
+	"plaza/homeserver/sync"
+)
+
+// Config configures the homeserver.
+type Config struct {
+	ServerName   string
+	PublicURL    string
+	DataDir      string // signing key and media live here
+	Registration string // open, token, closed
+	RateLimit    bool
+	// BcryptCost lowers password hashing cost in tests (0: default).
+	BcryptCost int
+	// AccessTokenLifetime makes tokens expire and enables refresh tokens.
+	AccessTokenLifetime time.Duration
+}
+
+// Server is a running homeserver.
+type Server struct {
+	Config  Config
+	DB      *storage.DB
+	Key     signing.Key
+	Tracker *stream.Tracker
+	Rooms   *room.Service
+	Client  *clientapi.API
+	Sync    *sync.Service
+}
+
+// New assembles a homeserver on an open, migrated database.
+func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
+	if cfg.ServerName == "" {
+		return nil, errors.New("server name is empty")
+	}
+	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "signing.key"))
+	if err != nil {
+		return nil, err
+	}
+	hi, lo, err := db.MaxStreamPositions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tracker := stream.NewTracker(hi, lo)
+	rooms := room.New(db, tracker, cfg.ServerName, key)
+	api := clientapi.New(clientapi.Config{
+		ServerName: cfg.ServerName, PublicURL: cfg.PublicURL, Registration: cfg.Registration,
+		BcryptCost: cfg.BcryptCost, AccessTokenLifetime: cfg.AccessTokenLifetime, RateLimit: cfg.RateLimit,
+	}, db, rooms)
+	syncer := sync.New(db, rooms, tracker)
+	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer}, nil
+}
+
+// Handler returns the homeserver's HTTP handler (client API and discovery).
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(httpapi.CORS)
+	s.Client.Routes(r, s.Sync.Routes)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.Fail(w, r, httpapi.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		httpapi.Fail(w, r, httpapi.Custom(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method %s not allowed here", r.Method))
+	})
+	return r
+}
+
+// loadOrCreateKey reads the server's signing key, creating it on first start.
+func loadOrCreateKey(path string) (signing.Key, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		k, err := signing.ParseKeyFile(data)
+		if err != nil {
+			return signing.Key{}, fmt.Errorf("signing key %s: %w", path, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return signing.Key{}, fmt.Errorf("reading signing key: %w", err)
+	}
+	k, err := signing.GenerateKey()
+	if err != nil {
+		return signing.Key{}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return signing.Key{}, fmt.Errorf("creating data directory: %w", err)
+	}
+	if err := os.WriteFile(path, k.MarshalKeyFile(), 0o600); err != nil {
+		return signing.Key{}, fmt.Errorf("writing signing key: %w", err)
+	}
+	slog.Info("generated a new server signing key", "path", path, "key_id", k.ID)
+	return k, nil
+}

@@ -1,0 +1,102 @@
+// Package storage owns the homeserver's PostgreSQL schema and every query on
+// it: accounts and devices, rooms, the event DAG, state groups, current state,
+// and the per-stream tables that /sync reads. Callers hold no SQL.
+package storage
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"plaza/homeserver/storage/migration"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations returns the schema migrations, in tern's numbered-file format.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		panic(err) // the embedded directory always exists
+	}
+	return sub
+}
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// DB is the homeserver's database.
+type DB struct {
+	Pool *pgxpool.Pool
+}
+
+// Open connects to PostgreSQL and applies pending migrations.
+func Open(ctx context.Context, connString string, logf func(string, ...any)) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	if cfg.MaxConns < 16 {
+		cfg.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	if err := migration.ApplyPool(ctx, pool, Migrations(), logf); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrating the database: %w", err)
+	}
+	return &DB{Pool: pool}, nil
+}
+
+// New wraps an already migrated pool (tests).
+func New(pool *pgxpool.Pool) *DB { return &DB{Pool: pool} }
+
+// Close closes the pool.
+func (db *DB) Close() { db.Pool.Close() }
+
+// Querier is a pool, connection or transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// InTx runs f in a transaction, committing if it returns nil.
+func (db *DB) InTx(ctx context.Context, f func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, db.Pool, f)
+}
+
+// isUniqueViolation reports whether err is a unique-constraint violation.
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// streamTables are the tables whose rows carry a stream_pos.
+var streamTables = []string{"events", "membership_log"}
+
+// MaxStreamPositions returns the highest and lowest stream positions in use,
+// to seed the stream tracker at start-up.
+func (db *DB) MaxStreamPositions(ctx context.Context) (highest, lowest int64, err error) {
+	for _, t := range streamTables {
+		var hi, lo int64
+		if err := db.Pool.QueryRow(ctx, `SELECT COALESCE(max(stream_pos), 0), COALESCE(min(stream_pos), 0) FROM `+t).Scan(&hi, &lo); err != nil {
+			return 0, 0, fmt.Errorf("stream positions of %s: %w", t, err)
+		}
+		highest, lowest = max(highest, hi), min(lowest, lo)
+	}
+	return highest, lowest, nil
+}

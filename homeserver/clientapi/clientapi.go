@@ -117,13 +117,13 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request) {
 		available[v] = "stable"
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
-		"m.room_versions":      map[string]any{"default": event.DefaultRoomVersion, "available": available},
-		"m.change_password":    map[string]bool{"enabled": true},
-		"m.set_displayname":    map[string]bool{"enabled": true},
-		"m.set_avatar_url":     map[string]bool{"enabled": true},
-		"m.3pid_changes":       map[string]bool{"enabled": false},
-		"m.get_login_token":    map[string]bool{"enabled": false},
-		"m.profile_fields":     map[string]any{"enabled": false},
+		"m.room_versions":                      map[string]any{"default": event.DefaultRoomVersion, "available": available},
+		"m.change_password":                    map[string]bool{"enabled": true},
+		"m.set_displayname":                    map[string]bool{"enabled": true},
+		"m.set_avatar_url":                     map[string]bool{"enabled": true},
+		"m.3pid_changes":                       map[string]bool{"enabled": false},
+		"m.get_login_token":                    map[string]bool{"enabled": false},
+		"m.profile_fields":                     map[string]any{"enabled": false},
 		"org.matrix.msc3244.room_capabilities": map[string]any{},
 	}})
 }

@@ -134,18 +134,20 @@ func (e *Event) Unsigned() []byte { return e.unsigned }
 // wire is the PDU shape shared by versions 6–12. Fields the spec leaves
 // version-specific are validated after decoding.
 type wire struct {
-	AuthEvents     []string        `json:"auth_events"`
-	Content        json.RawMessage `json:"content"`
-	Depth          *int64          `json:"depth"`
-	Hashes         *struct{ SHA256 string `json:"sha256"` } `json:"hashes"`
-	OriginServerTS *int64          `json:"origin_server_ts"`
-	PrevEvents     []string        `json:"prev_events"`
-	Redacts        *string         `json:"redacts"`
-	RoomID         *string         `json:"room_id"`
-	Sender         string          `json:"sender"`
+	AuthEvents []string        `json:"auth_events"`
+	Content    json.RawMessage `json:"content"`
+	Depth      *int64          `json:"depth"`
+	Hashes     *struct {
+		SHA256 string `json:"sha256"`
+	} `json:"hashes"`
+	OriginServerTS *int64                       `json:"origin_server_ts"`
+	PrevEvents     []string                     `json:"prev_events"`
+	Redacts        *string                      `json:"redacts"`
+	RoomID         *string                      `json:"room_id"`
+	Sender         string                       `json:"sender"`
 	Signatures     map[string]map[string]string `json:"signatures"`
-	StateKey       *string         `json:"state_key"`
-	Type           string          `json:"type"`
+	StateKey       *string                      `json:"state_key"`
+	Type           string                       `json:"type"`
 }
 
 // Parse validates a PDU received under room version v and computes its ID.

@@ -125,14 +125,14 @@ func (s *Service) Routes(r chi.Router) {
 
 // Response is the /sync response.
 type Response struct {
-	NextBatch   string          `json:"next_batch"`
-	Rooms       Rooms           `json:"rooms"`
-	AccountData *EventList      `json:"account_data,omitempty"`
-	Presence    *EventList      `json:"presence,omitempty"`
-	ToDevice    *EventList      `json:"to_device,omitempty"`
-	DeviceLists *DeviceLists    `json:"device_lists,omitempty"`
-	OTKCounts   map[string]int  `json:"device_one_time_keys_count,omitempty"`
-	Fallback    []string        `json:"device_unused_fallback_key_types,omitempty"`
+	NextBatch   string         `json:"next_batch"`
+	Rooms       Rooms          `json:"rooms"`
+	AccountData *EventList     `json:"account_data,omitempty"`
+	Presence    *EventList     `json:"presence,omitempty"`
+	ToDevice    *EventList     `json:"to_device,omitempty"`
+	DeviceLists *DeviceLists   `json:"device_lists,omitempty"`
+	OTKCounts   map[string]int `json:"device_one_time_keys_count,omitempty"`
+	Fallback    []string       `json:"device_unused_fallback_key_types,omitempty"`
 }
 
 // EventList is {"events": [...]}.
@@ -163,13 +163,13 @@ type Timeline struct {
 
 // JoinedRoom is a joined room's section.
 type JoinedRoom struct {
-	Summary             map[string]any  `json:"summary"`
-	State               EventListOf     `json:"state"`
-	Timeline            Timeline        `json:"timeline"`
-	Ephemeral           EventList       `json:"ephemeral"`
-	AccountData         EventList       `json:"account_data"`
-	UnreadNotifications map[string]int  `json:"unread_notifications"`
-	UnreadThreadNotifs  map[string]any  `json:"unread_thread_notifications,omitempty"`
+	Summary             map[string]any `json:"summary"`
+	State               EventListOf    `json:"state"`
+	Timeline            Timeline       `json:"timeline"`
+	Ephemeral           EventList      `json:"ephemeral"`
+	AccountData         EventList      `json:"account_data"`
+	UnreadNotifications map[string]int `json:"unread_notifications"`
+	UnreadThreadNotifs  map[string]any `json:"unread_thread_notifications,omitempty"`
 }
 
 // EventListOf is {"events": [client events]}.

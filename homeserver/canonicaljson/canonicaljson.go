@@ -46,10 +46,12 @@ const (
 	MinInt = -MaxInt
 
 	// MaxDepth is how deeply arrays and objects may nest; the top-level
-	// container is depth 1. The spec sets no limit; real events nest a
-	// handful of levels. 128 is at least what serde_json (and therefore the
-	// Rust homeservers) accepts, so rejecting deeper input never turns away
-	// an event they would keep, and it bounds the parser's recursion.
+	// container is depth 1. The spec sets no limit, and real events nest a
+	// handful of levels. serde_json's default limit, which the Rust
+	// homeservers inherit, allows 127 levels, so 128 turns away nothing
+	// they accept. Synapse goes deeper (up to Python's recursion limit);
+	// an event nested past 128 levels is an attack, not a message, and the
+	// limit bounds this parser's recursion.
 	MaxDepth = 128
 )
 

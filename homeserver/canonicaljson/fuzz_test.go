@@ -159,3 +159,17 @@ func checkObjectEdits(t *testing.T, obj []byte) {
 		}
 	}
 }
+
+// FuzzObjectEdits feeds arbitrary bytes to Get, Delete and Set, which trust
+// their input to be canonical: on anything else they may return nonsense,
+// but they must not panic.
+func FuzzObjectEdits(f *testing.F) {
+	f.Add([]byte(`{"a":1,"b":{"c":[1,"}"]},"s\"":"\\"}`), "b")
+	f.Add([]byte(`{"a":`), "a")
+	f.Add([]byte(`{"a\u0000":"x\\"}`), "a\x00")
+	f.Fuzz(func(t *testing.T, obj []byte, key string) {
+		_, _, _ = Get(obj, key)
+		_, _ = Delete(obj, key, "unsigned")
+		_, _ = Set(obj, key, []byte(`{"k":1}`))
+	})
+}

@@ -263,15 +263,22 @@ func (it *objectIter) next() bool {
 
 // skipString returns the offset just past the string that starts at b[i].
 func skipString(b []byte, i int) (int, bool) {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
+	for i++; ; i++ {
+		// Strings are mostly long runs without quotes: let IndexByte
+		// find the next candidate, then see whether it is escaped.
+		q := bytes.IndexByte(b[i:], '"')
+		if q < 0 {
+			return 0, false
+		}
+		i += q
+		n := 0
+		for j := i - 1; j >= 0 && b[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
 			return i + 1, true
 		}
 	}
-	return 0, false
 }
 
 // skipValue returns the offset just past the value that starts at b[i]. It

@@ -165,6 +165,8 @@ func EncodeURLBase64(b []byte) string {
 // DecodeBase64 decodes standard or URL-safe base64, padded or not: the spec
 // asks implementations to accept both paddings, and event IDs use the
 // URL-safe alphabet. Mixing the two alphabets, or whitespace, is an error.
+// Non-zero spare bits in the last character are tolerated, as Synapse does:
+// the spec's own test seed has them.
 func DecodeBase64(s string) ([]byte, error) {
 	unpadded := strings.TrimRight(s, "=")
 	if pad := len(s) - len(unpadded); pad > 0 && (pad > 2 || len(s)%4 != 0) {

@@ -405,6 +405,36 @@ func TestKeyOrder(t *testing.T) {
 	}
 }
 
+// Objects larger than the inline member array, and larger than the
+// insertion sort threshold, take other code paths.
+func TestLargeObjects(t *testing.T) {
+	for _, n := range []int{15, 16, 17, 33, 200} {
+		var in, want bytes.Buffer
+		in.WriteByte('{')
+		want.WriteByte('{')
+		for i := 0; i < n; i++ {
+			if i > 0 {
+				in.WriteByte(',')
+				want.WriteByte(',')
+			}
+			// Keys share a long prefix so that ordering needs more
+			// than the first eight bytes.
+			fmt.Fprintf(&in, `"member.name.%04d": %d`, n-1-i, n-1-i)
+			fmt.Fprintf(&want, `"member.name.%04d":%d`, i, i)
+		}
+		in.WriteByte('}')
+		want.WriteByte('}')
+		got, err := Canonicalize(in.Bytes())
+		if err != nil || !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("%d members: %s, %v", n, got, err)
+		}
+		dup := append(bytes.TrimSuffix(in.Bytes(), []byte("}")), `,"member.name.0007":1}`...)
+		if _, err := Canonicalize(dup); err == nil || !strings.Contains(err.Error(), "duplicate") {
+			t.Errorf("%d members with a duplicate: %v", n, err)
+		}
+	}
+}
+
 func utf16Pair(r rune) (rune, rune) {
 	r -= 0x10000
 	return 0xd800 + r>>10, 0xdc00 + r&0x3ff

@@ -1,0 +1,94 @@
+// Package migration applies Plaza's schema migrations to a PostgreSQL
+// database. It is a thin wrapper over tern's migrator
+// (github.com/jackc/tern/v2/migrate) that adds progress messages and refuses
+// to run an older Plaza against a database a newer one has migrated.
+//
+// Migrations are files at the root of an fs.FS named NNN_description.sql,
+// numbered from 1 without gaps (001_init.sql, 002_rooms.sql, …). Each runs in
+// its own transaction unless it contains the line "---- tern: disable-tx ----"
+// (for CREATE INDEX CONCURRENTLY and the like). A file may carry a down
+// migration after the line "---- create above / drop below ----"; Plaza never
+// runs them. Files are text/template templates, so a literal "{{" in SQL must
+// be written {{"{{"}}. The applied version is kept in VersionTable, and a
+// PostgreSQL advisory lock serialises concurrent Apply calls, so several Plaza
+// processes may start at once.
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/tern/v2/migrate"
+)
+
+// VersionTable is the table holding the number of the last applied
+// migration.
+const VersionTable = "public.schema_version"
+
+// Apply brings the database conn is connected to up to date with
+// migrations. logf, if not nil, receives a line per migration applied.
+func Apply(ctx context.Context, conn *pgx.Conn, migrations fs.FS, logf func(format string, args ...any)) error {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
+	if err != nil {
+		return fmt.Errorf("migration: preparing %s: %w", VersionTable, err)
+	}
+	if err := m.LoadMigrations(migrations); err != nil {
+		if errors.As(err, &migrate.NoMigrationsFoundError{}) {
+			// Most likely an fs.Sub that missed the directory.
+			return errors.New("migration: no NNN_name.sql files at the root of the migrations FS")
+		}
+		return fmt.Errorf("migration: loading: %w", err)
+	}
+	current, err := m.GetCurrentVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("migration: reading schema version: %w", err)
+	}
+	latest := int32(len(m.Migrations))
+	switch {
+	case current > latest:
+		return fmt.Errorf("migration: the database schema is at version %d, newer than this binary's latest (%d); "+
+			"run a Plaza at least as new as the one that migrated it", current, latest)
+	case current == latest:
+		logf("migration: schema up to date at version %d", current)
+		return nil
+	}
+	logf("migration: schema at version %d, migrating to %d", current, latest)
+	m.OnStart = func(_ int32, name, _, _ string) {
+		logf("migration: applying %s", name)
+	}
+	start := time.Now()
+	if err := m.Migrate(ctx); err != nil {
+		var pgErr migrate.MigrationPgError
+		if errors.As(err, &pgErr) && pgErr.PgError != nil && pgErr.Position > 0 {
+			// Point at the offending line: "syntax error at or near" alone
+			// is hard to find in a long migration.
+			if where, lineErr := migrate.ExtractErrorLine(pgErr.Sql, int(pgErr.Position)); lineErr == nil {
+				return fmt.Errorf("migration: %w (statement line %d: %s)", err, where.LineNum, where.Text)
+			}
+		}
+		return fmt.Errorf("migration: %w", err)
+	}
+	logf("migration: schema at version %d (%s)", latest, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// ApplyPool is Apply on a connection of its own, opened with pool's
+// configuration: migrations may leave session state behind (search_path,
+// prepared statements on tables they changed) that should not end up back
+// in the pool.
+func ApplyPool(ctx context.Context, pool *pgxpool.Pool, migrations fs.FS, logf func(format string, args ...any)) error {
+	conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig)
+	if err != nil {
+		return fmt.Errorf("migration: connecting: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return Apply(ctx, conn, migrations, logf)
+}

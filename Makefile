@@ -1,0 +1,60 @@
+# Plaza's build, run and test entry points. CI runs `make test` (.ci/run).
+#
+#   make run      build and start a demo server (private PostgreSQL under ./data)
+#   make test     go vet + every test, against real PostgreSQL
+#   make build    build bin/plaza
+#   make fuzz     a short run of every Fuzz target (FUZZTIME=30s for longer)
+#   make bench    every benchmark (BENCH=regexp, BENCHTIME=…, PKGS=… to narrow)
+#   make clean    remove build output
+#
+# `run`, `test` and `bench` first make sure PostgreSQL's server binaries are
+# installed (scripts/ensure-postgres.sh installs Debian's package if not):
+# Plaza starts a private cluster with them; no system server is needed.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO           ?= go
+PKGS         ?= ./...
+TEST_TIMEOUT ?= 20m
+FUZZTIME     ?= 10s
+BENCH        ?= .
+BENCHTIME    ?= 1s
+
+.PHONY: all build run test fuzz bench clean postgres
+
+all: build
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+build:
+	$(GO) build -o bin/plaza ./cmd/plaza
+
+run: postgres build
+	PLAZA_REGISTRATION=open ./bin/plaza serve --demo
+
+test: postgres
+	$(GO) vet $(PKGS)
+	$(GO) test -timeout $(TEST_TIMEOUT) $(PKGS)
+	@# ---- JavaScript suite: append its command(s) below, to run after the Go tests ----
+
+# Fuzz targets are found by name in *_test.go files; `go test -fuzz` takes
+# one package and one target at a time.
+fuzz: postgres
+	@found=0; \
+	while IFS= read -r file; do \
+		dir=$$(dirname "$$file"); \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$file"); do \
+			found=$$((found + 1)); \
+			echo "== fuzz $$dir $$target ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "./$$dir" </dev/null; \
+		done; \
+	done < <(grep -rl --include='*_test.go' --exclude-dir=node_modules --exclude-dir=.git '^func Fuzz' . | sed 's|^\./||' | sort); \
+	echo "fuzz: $$found targets run"
+
+bench: postgres
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -timeout $(TEST_TIMEOUT) $(PKGS)
+
+clean:
+	rm -rf bin

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -19,6 +20,10 @@ type account struct {
 	name     string
 	uid, gid uint32
 }
+
+// useraddMu serialises the creation of createdUser within the process. It is
+// the package's only global: the user database it guards is global too.
+var useraddMu sync.Mutex
 
 // createdUser is the system account Start creates when root runs Plaza on a
 // machine without a "postgres" user.
@@ -49,12 +54,20 @@ func serverAccount(dir string, exists bool, logf func(string, ...any)) (*account
 	if acct, err := lookupAccount("postgres"); err == nil {
 		return acct, nil
 	}
+	// Two clusters starting at once (parallel tests) must not both run
+	// useradd: concurrent runs were seen to give the name two different uids.
+	useraddMu.Lock()
+	defer useraddMu.Unlock()
 	if acct, err := lookupAccount(createdUser); err == nil {
 		return acct, nil
 	}
 	logf("postgres: running as root; creating system user %q to run PostgreSQL", createdUser)
 	out, err := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", createdUser).CombinedOutput()
 	if err != nil {
+		// Another process may have just created it.
+		if acct, lookupErr := lookupAccount(createdUser); lookupErr == nil {
+			return acct, nil
+		}
 		return nil, fmt.Errorf("cluster: PostgreSQL refuses to run as root and there is no \"postgres\" user; "+
 			"creating system user %q failed (%v: %s); create an unprivileged user named postgres or %s, or run plaza as a non-root user",
 			createdUser, err, out, createdUser)

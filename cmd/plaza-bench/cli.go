@@ -48,7 +48,7 @@ func bindGlobal(fs *flag.FlagSet, g *globalConfig) {
 	fs.DurationVar(&g.MaxTime, "max-time", g.MaxTime, "hard limit on the whole run, setup included")
 	fs.IntVar(&g.PID, "pid", g.PID, "server process `id` to sample RSS from /proc/<pid>/status (idle before, peak, after)")
 	fs.BoolVar(&g.Register, "register", g.Register, "create users via /register with m.login.dummy (falls back to login if they exist); --register=false only logs in")
-	fs.BoolVar(&g.JSON, "json", g.JSON, "print results as JSON on stdout (the table then goes to stderr)")
+	fs.BoolVar(&g.JSON, "json", g.JSON, "print results as JSON on stdout (the table then goes to stderr, unless --quiet)")
 	fs.BoolVar(&g.Quiet, "quiet", g.Quiet, "no progress output on stderr")
 }
 
@@ -348,7 +348,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		rep.Error = runErr.Error()
 	}
-	if err := rep.write(stdout, stderr, inv.global.JSON); err != nil {
+	if err := rep.write(stdout, stderr, inv.global.JSON, inv.global.Quiet); err != nil {
 		fmt.Fprintf(stderr, "plaza-bench: write results: %v\n", err)
 		return 1
 	}

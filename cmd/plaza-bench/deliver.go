@@ -51,7 +51,12 @@ func (c *deliverConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.sendWorkers, "send-workers", c.sendWorkers, "concurrent sends in flight from the sender, so one slow send does not hold back the schedule")
 }
 
-const maxClients = 10000
+// Bounds that keep the recorded samples (one per delivery) within memory.
+const (
+	maxClients      = 10000
+	maxDeliverSends = 1_000_000
+	maxDeliveries   = 20_000_000
+)
 
 func (c *deliverConfig) validate(map[string]bool) error {
 	switch {
@@ -67,6 +72,13 @@ func (c *deliverConfig) validate(map[string]bool) error {
 		return fmt.Errorf("--timeline-limit %d: must be positive", c.timelineLimit)
 	case c.sendWorkers <= 0 || c.sendWorkers > 256:
 		return fmt.Errorf("--send-workers %d: want 1 to 256", c.sendWorkers)
+	}
+	sends := c.rate * c.duration.Seconds()
+	if sends > maxDeliverSends {
+		return fmt.Errorf("--rate × --duration = %.0f messages: at most %d", sends, maxDeliverSends)
+	}
+	if sends*float64(c.clients) > maxDeliveries {
+		return fmt.Errorf("--clients × --rate × --duration = %.0f deliveries: at most %d", sends*float64(c.clients), maxDeliveries)
 	}
 	return nil
 }

@@ -110,13 +110,15 @@ func (r *report) problems() []string {
 	return out
 }
 
-func (r *report) write(stdout, stderr io.Writer, asJSON bool) error {
+func (r *report) write(stdout, stderr io.Writer, asJSON, quiet bool) error {
 	if !asJSON {
 		return r.writeTable(stdout)
 	}
-	// Humans watching a --json run still see the table.
-	if err := r.writeTable(stderr); err != nil {
-		return err
+	// Humans watching a --json run still see the table, unless --quiet.
+	if !quiet {
+		if err := r.writeTable(stderr); err != nil {
+			return err
+		}
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")

@@ -53,16 +53,17 @@ func (c *sendConfig) bind(fs *flag.FlagSet) {
 
 // Bounds that keep a typo from becoming a denial of service.
 const (
-	maxSenders = 10000
-	maxRooms   = 10000
+	maxSenders    = 10000
+	maxRooms      = 10000
+	maxSendEvents = 10_000_000
 )
 
 func (c *sendConfig) validate(explicit map[string]bool) error {
 	if explicit["duration"] && explicit["events"] {
 		return errors.New("give either --duration or --events, not both")
 	}
-	if c.events < 0 {
-		return fmt.Errorf("--events %d: must be positive", c.events)
+	if c.events < 0 || c.events > maxSendEvents {
+		return fmt.Errorf("--events %d: want 1 to %d", c.events, maxSendEvents)
 	}
 	if c.events == 0 && c.duration <= 0 {
 		return fmt.Errorf("--duration %v: must be positive", c.duration)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"plaza/homeserver/auth"
+	"plaza/homeserver/builder"
 	"plaza/homeserver/event"
 	"plaza/homeserver/signing"
 	"plaza/homeserver/storage"
@@ -40,9 +41,6 @@ var (
 // maxBatch bounds the events one transaction writes.
 const maxBatch = 128
 
-// maxPrevEvents bounds prev_events of a local event (forward extremities
-// beyond it stay extremities and are merged by later events).
-const maxPrevEvents = 10
 
 // Service is the writer and state cache of all rooms.
 type Service struct {
@@ -390,52 +388,14 @@ func (s *Service) writeBatch(r *roomEntry, batch []*pending) {
 
 // build makes and authorises one event on top of prev and the overlay state.
 func (s *Service) build(row *storage.Room, ov *overlay, prev []*event.Event, req Request) (*event.Event, error) {
-	v := row.Version
-	content := req.Content
-	if len(content) == 0 {
-		content = json.RawMessage("{}")
-	}
-	sk := ""
-	if req.StateKey != nil {
-		sk = *req.StateKey
-	}
-	keys, err := auth.AuthEventKeys(v, req.Type, sk, req.Sender, content)
-	if err != nil {
+	ev, err := builder.Build(builder.Room{Version: row.Version, ID: row.RoomID, State: ov.get, Extremities: prev},
+		builder.Request{Sender: req.Sender, Type: req.Type, StateKey: req.StateKey, Content: req.Content, Redacts: req.Redacts},
+		s.now().UnixMilli(), builder.Signer{ServerName: s.serverName, Key: s.key})
+	if errors.Is(err, auth.ErrForbidden) {
 		return nil, fmt.Errorf("%w: %w", ErrForbidden, err)
 	}
-	var authIDs []string
-	for _, k := range keys {
-		if ev := ov.get(k.Type, k.StateKey); ev != nil {
-			authIDs = append(authIDs, ev.ID())
-		}
-	}
-	if len(prev) > maxPrevEvents {
-		prev = prev[:maxPrevEvents]
-	}
-	prevIDs := make([]string, len(prev))
-	depth := int64(0)
-	for i, p := range prev {
-		prevIDs[i] = p.ID()
-		depth = max(depth, p.Depth())
-	}
-	depth = min(depth+1, maxDepth)
-	proto := event.Proto{
-		Type: req.Type, StateKey: req.StateKey, Sender: req.Sender, RoomID: row.RoomID, Content: content,
-		Redacts: req.Redacts, PrevEvents: prevIDs, AuthEvents: authIDs, Depth: depth,
-		OriginServerTS: s.now().UnixMilli(),
-	}
-	ev, err := proto.Build(v, s.serverName, s.key)
-	if err != nil {
-		return nil, err
-	}
-	if err := auth.Allowed(ev, ov.get); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrForbidden, err)
-	}
-	return ev, nil
+	return ev, err
 }
-
-// maxDepth is the largest depth canonical JSON can carry.
-const maxDepth = 1<<53 - 1
 
 // CreateRoom creates a room: the create event, then initial events (the
 // creator's join, power levels, join rules, ...). All of them are built and
@@ -447,15 +407,12 @@ func (s *Service) CreateRoom(ctx context.Context, v *event.RoomVersion, creator 
 	if !v.RoomIDFromCreate {
 		roomID = "!" + randomString(18) + ":" + s.serverName
 	}
-	sk := ""
-	proto := event.Proto{Type: event.TypeCreate, StateKey: &sk, Sender: creator, RoomID: roomID, Content: createContent,
-		PrevEvents: []string{}, AuthEvents: []string{}, Depth: 1, OriginServerTS: s.now().UnixMilli()}
-	create, err := proto.Build(v, s.serverName, s.key)
+	create, err := builder.BuildCreate(v, roomID, creator, createContent, s.now().UnixMilli(), builder.Signer{ServerName: s.serverName, Key: s.key})
+	if errors.Is(err, auth.ErrForbidden) {
+		return "", fmt.Errorf("%w: %w", ErrForbidden, err)
+	}
 	if err != nil {
 		return "", err
-	}
-	if err := auth.Allowed(create, func(string, string) *event.Event { return nil }); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrForbidden, err)
 	}
 	roomID = create.RoomID()
 	row := &storage.Room{RoomID: roomID, Version: v} // NID 0: PersistEvents inserts the row

@@ -576,3 +576,38 @@ func TestRestartKeepsSyncToken(t *testing.T) {
 		t.Fatalf("events delivered twice: %v", got)
 	}
 }
+
+func TestProfilesAndUserDirectory(t *testing.T) {
+	s := newServer(t)
+	alice, bob, carol := s.register("alice"), s.register("bob"), s.register("carol")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+roomID, nil)
+
+	alice.must("PUT", "/_matrix/client/v3/profile/"+alice.UserID+"/displayname", map[string]any{"displayname": "Alice Liddell"})
+	alice.must("PUT", "/_matrix/client/v3/profile/"+alice.UserID+"/avatar_url", map[string]any{"avatar_url": "mxc://plaza.test/abc"})
+	p := s.anon().must("GET", "/_matrix/client/v3/profile/"+alice.UserID, nil)
+	if p.str("displayname") != "Alice Liddell" || p.str("avatar_url") != "mxc://plaza.test/abc" {
+		t.Fatalf("profile: %s", p.Raw)
+	}
+	// The change reaches the member event in her rooms.
+	m := bob.must("GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.member/"+alice.UserID, nil)
+	if m.str("displayname") != "Alice Liddell" || m.str("avatar_url") != "mxc://plaza.test/abc" {
+		t.Fatalf("member event not updated: %s", m.Raw)
+	}
+	bob.fails(403, "M_FORBIDDEN", "PUT", "/_matrix/client/v3/profile/"+alice.UserID+"/displayname", map[string]any{"displayname": "x"})
+	alice.fails(400, "M_INVALID_PARAM", "PUT", "/_matrix/client/v3/profile/"+alice.UserID+"/avatar_url", map[string]any{"avatar_url": "http://evil"})
+	alice.fails(400, "M_BAD_JSON", "PUT", "/_matrix/client/v3/profile/"+alice.UserID+"/displayname", map[string]any{"displayname": 5})
+	s.anon().fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/profile/@ghost:plaza.test", nil)
+
+	// Directory: bob finds alice (shared room); carol shares no room with
+	// alice but alice is in a room that is not published, so carol does not.
+	r := bob.must("POST", "/_matrix/client/v3/user_directory/search", map[string]any{"search_term": "liddell"})
+	if res := r.Body["results"].([]any); len(res) != 1 || res[0].(map[string]any)["user_id"] != alice.UserID {
+		t.Fatalf("bob's search: %s", r.Raw)
+	}
+	r = carol.must("POST", "/_matrix/client/v3/user_directory/search", map[string]any{"search_term": "liddell"})
+	if res := r.Body["results"].([]any); len(res) != 0 {
+		t.Fatalf("carol found a user she shares nothing with: %s", r.Raw)
+	}
+	carol.fails(400, "M_MISSING_PARAM", "POST", "/_matrix/client/v3/user_directory/search", map[string]any{})
+}

@@ -76,6 +76,7 @@ func (a *API) Routes(r chi.Router, authed ...func(chi.Router)) {
 		for _, prefix := range []string{"/v3", "/r0"} {
 			r.Route(prefix, func(r chi.Router) {
 				a.accountRoutes(r)
+				a.profileRoutes(r)
 				r.Group(func(r chi.Router) {
 					r.Use(a.Authenticate)
 					a.authedRoutes(r)
@@ -91,6 +92,7 @@ func (a *API) Routes(r chi.Router, authed ...func(chi.Router)) {
 func (a *API) authedRoutes(r chi.Router) {
 	r.Get("/capabilities", a.capabilities)
 	a.sessionRoutes(r)
+	a.authedProfileRoutes(r)
 	a.roomRoutes(r)
 	a.messageRoutes(r)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -263,4 +264,29 @@ func (db *DB) CreateRegistrationToken(ctx context.Context, token string, usesAll
 		return ErrExists
 	}
 	return err
+}
+
+// SearchUsers finds local users whose ID or display name contains term,
+// among those the searcher shares a room with or who are in a published
+// room (the user directory's usual scope).
+func (db *DB) SearchUsers(ctx context.Context, searcher, term string, limit int) ([]Account, error) {
+	pattern := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(term)) + "%"
+	rows, err := db.Pool.Query(ctx, `
+		SELECT a.user_id, COALESCE(a.displayname, ''), COALESCE(a.avatar_url, '') FROM accounts a
+		WHERE NOT a.deactivated AND NOT a.is_guest
+		  AND (lower(a.user_id) LIKE $2 OR lower(COALESCE(a.displayname, '')) LIKE $2)
+		  AND (a.user_id = $1 OR EXISTS (
+			SELECT 1 FROM current_state c
+			WHERE c.type = 'm.room.member' AND c.state_key = a.user_id AND c.membership = 'join'
+			  AND (c.room_nid IN (SELECT room_nid FROM current_state WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join')
+			       OR c.room_nid IN (SELECT room_nid FROM rooms WHERE published))))
+		ORDER BY (lower(COALESCE(a.displayname, '')) LIKE $2) DESC, a.user_id LIMIT $3`, searcher, pattern, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) {
+		var a Account
+		err := r.Scan(&a.UserID, &a.DisplayName, &a.AvatarURL)
+		return a, err
+	})
 }

@@ -343,7 +343,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rep.Scenarios = reports
 	rep.Finished = time.Now()
 	if runErr != nil {
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+		// Name our own --max-time when it is what stopped the run; a plain
+		// interruption explains itself.
+		if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() && !strings.Contains(runErr.Error(), cause.Error()) {
 			runErr = fmt.Errorf("%w (%v)", runErr, cause)
 		}
 		rep.Error = runErr.Error()

@@ -14,8 +14,8 @@ Runs a default suite, one scenario after the other, and reports them together:
   deliver       --clients 100 --rate 50 --duration D
   initial-sync  --rooms 50 --messages 2000 --reuse
 
-with D = --duration. --quick shrinks the suite to a smoke test of about half
-a minute (send 1,8 senders in 1 room; deliver 20 clients at 20/s; initial-sync
+with D = --duration. --quick shrinks the suite to a short smoke test (3s
+runs; send 1,8 senders in 1 room; deliver 20 clients at 20/s; initial-sync
 10 rooms × 200 messages). The suite stops at the first failing scenario and
 still reports the ones before it.
 `

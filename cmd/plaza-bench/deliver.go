@@ -44,11 +44,11 @@ func newDeliverConfig() scenarioConfig {
 
 func (c *deliverConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.clients, "clients", c.clients, "`number` of syncing clients, each its own user")
-	fs.Float64Var(&c.rate, "rate", c.rate, "messages per second the sender posts")
+	fs.Float64Var(&c.rate, "rate", c.rate, "`messages/s` the sender posts, open-loop")
 	fs.DurationVar(&c.duration, "duration", c.duration, "how long the sender posts")
 	fs.DurationVar(&c.drain, "drain", c.drain, "how long clients may take to catch up after the last send")
 	fs.IntVar(&c.timelineLimit, "timeline-limit", c.timelineLimit, "timeline `limit` in the clients' sync filter")
-	fs.IntVar(&c.sendWorkers, "send-workers", c.sendWorkers, "concurrent sends in flight from the sender, so one slow send does not hold back the schedule")
+	fs.IntVar(&c.sendWorkers, "send-workers", c.sendWorkers, "`number` of sends the sender may have in flight, so one slow send does not hold back the schedule")
 }
 
 // Bounds that keep the recorded samples (one per delivery) within memory.

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"plaza/homeserver/id"
+)
+
+// Config is everything `plaza` reads from its config file and environment.
+// It is loaded once, validated as a whole, and then passed by value: no
+// command reads the environment on its own.
+type Config struct {
+	ServerName   string // the Matrix server name: the part after the colon in @alice:SERVER
+	Listen       string // host:port the HTTP server binds
+	DataDir      string // absolute; signing key, media, the embedded cluster
+	DatabaseURL  string // empty: the embedded cluster under DataDir/postgres
+	PublicURL    string // how clients reach us; no trailing slash
+	Registration string // open, token or closed
+	RateLimit    bool
+}
+
+// EmbeddedClusterDir is where the private PostgreSQL cluster lives when no
+// database URL is configured.
+func (c Config) EmbeddedClusterDir() string { return filepath.Join(c.DataDir, "postgres") }
+
+// setting describes one configuration key. The table is the single source
+// for loading, error messages and `plaza serve --help`.
+type setting struct {
+	key, env string
+	def      string // the default, as it would be written in the environment
+	help     string
+	secret   bool // never echo the value (it may hold a password)
+	field    func(*Config) any
+}
+
+// settings lists every setting in the order help shows them.
+func settings() []setting {
+	return []setting{
+		{key: "server_name", env: "PLAZA_SERVER_NAME", def: "localhost:8008",
+			help:  "Matrix server name, the part after ':' in user IDs (fixed once users exist)",
+			field: func(c *Config) any { return &c.ServerName }},
+		{key: "listen", env: "PLAZA_LISTEN", def: ":8008",
+			help:  "address the HTTP server listens on, host:port",
+			field: func(c *Config) any { return &c.Listen }},
+		{key: "data_dir", env: "PLAZA_DATA_DIR", def: "./data",
+			help:  "signing key, media and the embedded database",
+			field: func(c *Config) any { return &c.DataDir }},
+		{key: "database_url", env: "PLAZA_DATABASE_URL", def: "", secret: true,
+			help:  "PostgreSQL URL; empty: a private cluster in <data_dir>/postgres",
+			field: func(c *Config) any { return &c.DatabaseURL }},
+		{key: "public_url", env: "PLAZA_PUBLIC_URL", def: "",
+			help:  "URL clients reach this server at; empty: http://<server_name>",
+			field: func(c *Config) any { return &c.PublicURL }},
+		{key: "registration", env: "PLAZA_REGISTRATION", def: "closed",
+			help:  "who may create accounts: open, token or closed",
+			field: func(c *Config) any { return &c.Registration }},
+		{key: "rate_limit", env: "PLAZA_RATE_LIMIT", def: "true",
+			help:  "rate-limit login, registration and sending (true or false)",
+			field: func(c *Config) any { return &c.RateLimit }},
+	}
+}
+
+// origin records where a setting's value came from, so that an error names
+// what the operator has to change: the variable, or the key in the file.
+type origin struct {
+	file string // the config file, if the value came from it
+	env  bool   // the value came from the environment
+}
+
+// LoadConfig builds the configuration: defaults, then the TOML file at path
+// (if path is not empty), then environment variables, which win. lookupEnv is
+// os.LookupEnv outside tests.
+//
+// An environment variable set to the empty string counts as unset, because
+// container tooling routinely passes empty variables through; to use the
+// embedded database, leave database_url out of the file as well.
+func LoadConfig(path string, lookupEnv func(string) (string, bool)) (Config, error) {
+	var cfg Config
+	from := map[string]origin{}
+	table := settings()
+	for _, s := range table {
+		if err := assign(s.field(&cfg), s.def); err != nil {
+			return Config{}, fmt.Errorf("default of %s: %w", s.key, err) // a bug in the table
+		}
+	}
+
+	if path != "" {
+		var raw map[string]any
+		if _, err := toml.DecodeFile(path, &raw); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", path, err)
+		}
+		for _, key := range slices.Sorted(maps.Keys(raw)) {
+			i := slices.IndexFunc(table, func(s setting) bool { return s.key == key })
+			if i < 0 {
+				return Config{}, fmt.Errorf("config file %s: unknown setting %q; the settings are %s", path, key, knownKeys(table))
+			}
+			from[key] = origin{file: path}
+			if err := assign(table[i].field(&cfg), raw[key]); err != nil {
+				return Config{}, settingError(table[i], fmt.Sprint(raw[key]), from[key], err.Error())
+			}
+		}
+	}
+
+	for _, s := range table {
+		v, ok := lookupEnv(s.env)
+		if !ok || v == "" {
+			continue
+		}
+		from[s.key] = origin{env: true}
+		if err := assign(s.field(&cfg), v); err != nil {
+			return Config{}, settingError(s, v, from[s.key], err.Error())
+		}
+	}
+
+	if err := cfg.validate(table, from); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// assign stores v, a string from the environment or a TOML value, in the
+// field dst points to.
+func assign(dst, v any) error {
+	switch p := dst.(type) {
+	case *string:
+		s, ok := v.(string)
+		if !ok {
+			return errors.New("must be a string")
+		}
+		*p = s
+	case *bool:
+		switch b := v.(type) {
+		case bool:
+			*p = b
+		case string:
+			parsed, err := strconv.ParseBool(b)
+			if err != nil {
+				return errors.New("must be true or false")
+			}
+			*p = parsed
+		default:
+			return errors.New("must be true or false")
+		}
+	default:
+		return fmt.Errorf("unsupported setting type %T", dst)
+	}
+	return nil
+}
+
+// validate checks every setting and fills in the derived values: the public
+// URL's default and the absolute data directory.
+func (c *Config) validate(table []setting, from map[string]origin) error {
+	fail := func(key, value, problem string) error {
+		i := slices.IndexFunc(table, func(s setting) bool { return s.key == key })
+		return settingError(table[i], value, from[key], problem)
+	}
+
+	if !id.ValidServerName(c.ServerName) {
+		return fail("server_name", c.ServerName,
+			"not a valid Matrix server name: a DNS name, IPv4 address or [IPv6] address, optionally with :port (e.g. example.org or localhost:8008)")
+	}
+
+	if err := validListen(c.Listen); err != nil {
+		return fail("listen", c.Listen, err.Error())
+	}
+
+	if strings.TrimSpace(c.DataDir) == "" {
+		return fail("data_dir", c.DataDir, "must not be empty")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fail("data_dir", c.DataDir, err.Error())
+	}
+	c.DataDir = abs
+
+	if c.DatabaseURL != "" {
+		if _, err := pgconn.ParseConfig(c.DatabaseURL); err != nil {
+			return fail("database_url", c.DatabaseURL,
+				"not a PostgreSQL connection string (postgres://user:password@host:5432/dbname?sslmode=…)")
+		}
+	}
+
+	if c.PublicURL == "" {
+		c.PublicURL = "http://" + c.ServerName
+	} else if err := validPublicURL(c.PublicURL); err != nil {
+		return fail("public_url", c.PublicURL, err.Error())
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+
+	switch c.Registration {
+	case "open", "token", "closed":
+	default:
+		return fail("registration", c.Registration, "must be open, token or closed")
+	}
+	return nil
+}
+
+func validListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("must be host:port or :port (e.g. :8008 or 127.0.0.1:8008)")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("the port must be a number from 0 to 65535")
+	}
+	if host != "" && !id.ValidServerName(host) && !id.ValidServerName("["+host+"]") {
+		return errors.New("the host must be an IP address or a host name")
+	}
+	return nil
+}
+
+func validPublicURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be an absolute http:// or https:// URL (e.g. https://matrix.example.org)")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return errors.New("must not hold a query, a fragment or user info")
+	}
+	return nil
+}
+
+// settingError names the setting the way the operator will look for it: by
+// environment variable if the value came from there, else by key and file.
+func settingError(s setting, value string, from origin, problem string) error {
+	quoted := strconv.Quote(value)
+	if s.secret {
+		quoted = "(value hidden)"
+	}
+	switch {
+	case from.env:
+		if s.secret {
+			return fmt.Errorf("%s %s: %s", s.env, quoted, problem)
+		}
+		return fmt.Errorf("%s=%s: %s", s.env, quoted, problem)
+	case from.file != "":
+		return fmt.Errorf("%s = %s in %s: %s", s.key, quoted, from.file, problem)
+	default:
+		return fmt.Errorf("default %s = %s: %s", s.key, quoted, problem)
+	}
+}
+
+// settingsHelp renders the settings table for `plaza serve --help`.
+func settingsHelp() string {
+	var b strings.Builder
+	for _, s := range settings() {
+		def := s.def
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(&b, "  %-13s %-19s %-15s %s\n", s.key, s.env, def, s.help)
+	}
+	return b.String()
+}
+
+func knownKeys(table []setting) string {
+	keys := make([]string, len(table))
+	for i, s := range table {
+		keys[i] = s.key
+	}
+	return strings.Join(keys, ", ")
+}

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults := Config{
+		ServerName:   "localhost:8008",
+		Listen:       ":8008",
+		DataDir:      filepath.Join(cwd, "data"),
+		PublicURL:    "http://localhost:8008",
+		Registration: "closed",
+		RateLimit:    true,
+	}
+	with := func(f func(*Config)) Config {
+		c := defaults
+		f(&c)
+		return c
+	}
+
+	tests := []struct {
+		name string
+		file string // TOML; empty: no --config
+		env  map[string]string
+		want Config
+	}{
+		{name: "defaults", want: defaults},
+		{
+			name: "environment",
+			env: map[string]string{
+				"PLAZA_SERVER_NAME":  "example.org",
+				"PLAZA_LISTEN":       "127.0.0.1:9000",
+				"PLAZA_DATA_DIR":     "/var/lib/plaza",
+				"PLAZA_DATABASE_URL": "postgres://plaza:secret@db:5432/plaza",
+				"PLAZA_PUBLIC_URL":   "https://matrix.example.org/",
+				"PLAZA_REGISTRATION": "token",
+				"PLAZA_RATE_LIMIT":   "false",
+			},
+			want: Config{
+				ServerName: "example.org", Listen: "127.0.0.1:9000", DataDir: "/var/lib/plaza",
+				DatabaseURL: "postgres://plaza:secret@db:5432/plaza", PublicURL: "https://matrix.example.org",
+				Registration: "token", RateLimit: false,
+			},
+		},
+		{
+			name: "public URL follows the server name",
+			env:  map[string]string{"PLAZA_SERVER_NAME": "chat.example.org"},
+			want: with(func(c *Config) { c.ServerName, c.PublicURL = "chat.example.org", "http://chat.example.org" }),
+		},
+		{
+			name: "file",
+			file: `
+server_name = "example.org"
+listen = "[::1]:8448"
+data_dir = "/srv/plaza"
+database_url = "postgres://db/plaza"
+public_url = "https://example.org"
+registration = "open"
+rate_limit = false
+`,
+			want: Config{
+				ServerName: "example.org", Listen: "[::1]:8448", DataDir: "/srv/plaza", DatabaseURL: "postgres://db/plaza",
+				PublicURL: "https://example.org", Registration: "open", RateLimit: false,
+			},
+		},
+		{
+			name: "environment overrides file",
+			file: "server_name = \"file.example\"\nregistration = \"open\"\nrate_limit = false\n",
+			env:  map[string]string{"PLAZA_REGISTRATION": "closed", "PLAZA_RATE_LIMIT": "1"},
+			want: with(func(c *Config) { c.ServerName, c.PublicURL = "file.example", "http://file.example" }),
+		},
+		{
+			name: "empty environment variable counts as unset",
+			file: "registration = \"open\"\n",
+			env:  map[string]string{"PLAZA_REGISTRATION": "", "PLAZA_SERVER_NAME": ""},
+			want: with(func(c *Config) { c.Registration = "open" }),
+		},
+		{
+			name: "relative data directory becomes absolute",
+			env:  map[string]string{"PLAZA_DATA_DIR": "state/plaza"},
+			want: with(func(c *Config) { c.DataDir = filepath.Join(cwd, "state/plaza") }),
+		},
+		{
+			name: "IP server name and wildcard listen",
+			env:  map[string]string{"PLAZA_SERVER_NAME": "192.0.2.7:8448", "PLAZA_LISTEN": "0.0.0.0:0"},
+			want: with(func(c *Config) {
+				c.ServerName, c.Listen, c.PublicURL = "192.0.2.7:8448", "0.0.0.0:0", "http://192.0.2.7:8448"
+			}),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LoadConfig(writeConfig(t, tt.file), fakeEnv(tt.env))
+			if err != nil {
+				t.Fatalf("LoadConfig: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("LoadConfig:\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		// want are substrings of the error: the setting's name, the value
+		// and what is accepted.
+		want []string
+		// hidden must not appear in the error.
+		hidden string
+	}{
+		{
+			name: "registration",
+			env:  map[string]string{"PLAZA_REGISTRATION": "maybe"},
+			want: []string{`PLAZA_REGISTRATION="maybe": must be open, token or closed`},
+		},
+		{
+			name: "registration in file",
+			file: `registration = "maybe"`,
+			want: []string{`registration = "maybe" in `, "plaza.toml", "must be open, token or closed"},
+		},
+		{
+			name: "server name",
+			env:  map[string]string{"PLAZA_SERVER_NAME": "not a host"},
+			want: []string{`PLAZA_SERVER_NAME="not a host"`, "server name"},
+		},
+		{
+			name: "server name with scheme",
+			env:  map[string]string{"PLAZA_SERVER_NAME": "https://example.org"},
+			want: []string{`PLAZA_SERVER_NAME="https://example.org"`},
+		},
+		{
+			name: "server name with empty port",
+			file: `server_name = "example.org:"`,
+			want: []string{`server_name = "example.org:"`},
+		},
+		{
+			name: "listen without port",
+			env:  map[string]string{"PLAZA_LISTEN": "8008"},
+			want: []string{`PLAZA_LISTEN="8008"`, "host:port"},
+		},
+		{
+			name: "listen port out of range",
+			env:  map[string]string{"PLAZA_LISTEN": ":80800"},
+			want: []string{`PLAZA_LISTEN=":80800"`, "0 to 65535"},
+		},
+		{
+			name: "listen port not a number",
+			env:  map[string]string{"PLAZA_LISTEN": "localhost:http"},
+			want: []string{`PLAZA_LISTEN="localhost:http"`, "0 to 65535"},
+		},
+		{
+			name: "listen host",
+			env:  map[string]string{"PLAZA_LISTEN": "a b:8008"},
+			want: []string{`PLAZA_LISTEN="a b:8008"`, "host"},
+		},
+		{
+			name: "data dir",
+			file: `data_dir = " "`,
+			want: []string{`data_dir = " "`, "must not be empty"},
+		},
+		{
+			name:   "database URL hides its value",
+			env:    map[string]string{"PLAZA_DATABASE_URL": "postgres://plaza:hunter2@db:notaport/plaza"},
+			want:   []string{"PLAZA_DATABASE_URL", "not a PostgreSQL connection string"},
+			hidden: "hunter2",
+		},
+		{
+			name: "public URL without scheme",
+			env:  map[string]string{"PLAZA_PUBLIC_URL": "matrix.example.org"},
+			want: []string{`PLAZA_PUBLIC_URL="matrix.example.org"`, "http:// or https://"},
+		},
+		{
+			name: "public URL with query",
+			env:  map[string]string{"PLAZA_PUBLIC_URL": "https://example.org/?x=1"},
+			want: []string{`PLAZA_PUBLIC_URL="https://example.org/?x=1"`, "query"},
+		},
+		{
+			name: "rate limit",
+			env:  map[string]string{"PLAZA_RATE_LIMIT": "sometimes"},
+			want: []string{`PLAZA_RATE_LIMIT="sometimes": must be true or false`},
+		},
+		{
+			name: "rate limit of the wrong type in file",
+			file: `rate_limit = "no"`,
+			want: []string{`rate_limit = "no" in `, "must be true or false"},
+		},
+		{
+			name: "string setting of the wrong type in file",
+			file: `listen = 8008`,
+			want: []string{`listen = "8008" in `, "must be a string"},
+		},
+		{
+			name: "unknown key in file",
+			file: `server-name = "example.org"`,
+			want: []string{`unknown setting "server-name"`, "server_name, listen"},
+		},
+		{
+			name: "malformed file",
+			file: `server_name = `,
+			want: []string{"config file", "plaza.toml"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadConfig(writeConfig(t, tt.file), fakeEnv(tt.env))
+			if err == nil {
+				t.Fatal("LoadConfig succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if tt.hidden != "" && strings.Contains(err.Error(), tt.hidden) {
+				t.Errorf("error %q reveals %q", err, tt.hidden)
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "absent.toml")
+	_, err := LoadConfig(path, fakeEnv(nil))
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("LoadConfig(%s) = %v, want an error naming the file", path, err)
+	}
+}
+
+// TestSettingsHelp keeps `plaza serve --help` in step with the table.
+func TestSettingsHelp(t *testing.T) {
+	help := settingsHelp()
+	for _, s := range settings() {
+		if !strings.Contains(help, s.env) || !strings.Contains(help, s.key) {
+			t.Errorf("settings help lacks %s / %s:\n%s", s.key, s.env, help)
+		}
+	}
+}
+
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	if content == "" {
+		return ""
+	}
+	path := filepath.Join(t.TempDir(), "plaza.toml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func fakeEnv(env map[string]string) func(string) (string, bool) {
+	return func(key string) (string, bool) {
+		v, ok := env[key]
+		return v, ok
+	}
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"plaza/homeserver"
+)
+
+const serveUsage = `Usage: plaza serve [--config FILE] [--demo] [--log-format FORMAT]
+
+Runs the homeserver. With no database URL it starts a private PostgreSQL
+cluster in <data_dir>/postgres (using the system's PostgreSQL binaries) and
+stops it on exit. SIGINT or SIGTERM shut down gracefully: requests in flight
+finish (up to 10s), then PostgreSQL stops; a second signal exits at once.
+
+Examples:
+  PLAZA_REGISTRATION=open plaza serve --demo   # try it: http://localhost:8008
+  PLAZA_SERVER_NAME=example.org PLAZA_PUBLIC_URL=https://matrix.example.org plaza serve
+  plaza serve --config /etc/plaza/plaza.toml
+
+Settings (config file key, environment variable, default):
+`
+
+// Server timeouts. There is no WriteTimeout: /sync long-polls hold a
+// response open for minutes, and a server-wide write deadline would cut them
+// off; handlers bound their own work instead. There is no ReadTimeout either:
+// net/http cancels a request's context when a read deadline passes during a
+// long-running handler, and bodies are bounded by the handlers' size limits.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 64 << 10
+	// shutdownGrace bounds how long requests in flight may take to finish
+	// after a shutdown signal.
+	shutdownGrace = 10 * time.Second
+)
+
+func (a app) serve(ctx context.Context, args []string) int {
+	c := newCommand("serve", serveUsage+settingsHelp())
+	configPath := configFlag(c.flags)
+	demo := c.flags.Bool("demo", false, "on first start, create users alice and bob (password plaza-demo) and a welcome room")
+	logFormat, logLevel := logFlags(c.flags, "info")
+	if code, ok := c.parse(a, args); !ok {
+		return code
+	}
+	log, err := newLogger(a.stderr, *logFormat, *logLevel)
+	if err != nil {
+		return a.usageError(c, "%v", err)
+	}
+	cfg, code, ok := a.loadConfig(c, *configPath)
+	if !ok {
+		return code
+	}
+	// The homeserver's packages log through slog's default logger.
+	slog.SetDefault(log)
+
+	ctx, shutdown := context.WithCancel(ctx)
+	defer shutdown()
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	go func() {
+		sig, ok := <-signals
+		if !ok {
+			return
+		}
+		log.Info("shutting down; send the signal again to exit at once", "signal", sig.String())
+		shutdown()
+		if sig, ok := <-signals; ok {
+			// The embedded PostgreSQL gets SIGINT from the kernel when we
+			// die (see package cluster), so it still shuts down cleanly.
+			log.Warn("second signal: exiting without waiting", "signal", sig.String())
+			os.Exit(exitFailed)
+		}
+	}()
+
+	if err := runServer(ctx, cfg, *demo, log); err != nil {
+		log.Error("plaza serve failed", "error", err.Error())
+		return exitFailed
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+// runServer runs the homeserver until ctx is cancelled (a signal), the HTTP
+// server fails or the embedded PostgreSQL dies, then shuts down in order:
+// HTTP first, so nothing new arrives, then the pool, then PostgreSQL.
+func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (err error) {
+	// Listen before anything slow, so that a port already in use fails at
+	// once; connections that arrive meanwhile wait in the kernel's backlog.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen address %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close() // after Serve, a no-op; before it, releases the port
+
+	db, err := openDatabase(ctx, cfg, ownCluster, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+
+	hs, err := homeserver.New(ctx, homeserver.Config{
+		ServerName:   cfg.ServerName,
+		PublicURL:    cfg.PublicURL,
+		DataDir:      cfg.DataDir,
+		Registration: cfg.Registration,
+		RateLimit:    cfg.RateLimit,
+	}, db.DB)
+	if err != nil {
+		return fmt.Errorf("starting the homeserver: %w", err)
+	}
+	if demo {
+		if err := seedDemo(ctx, hs, cfg, log); err != nil {
+			return fmt.Errorf("creating the demo content: %w", err)
+		}
+	}
+
+	// Shutdown ends GET and HEAD requests at once (reads, chiefly /sync
+	// long-polls that would otherwise hold the server for their whole
+	// timeout) while writes get the full grace period to finish.
+	stopping, stopReads := context.WithCancel(context.Background())
+	defer stopReads()
+	srv := &http.Server{
+		Handler:           endReadsOnShutdown(hs.Handler(), stopping),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	url := browserURL(ln.Addr())
+	log.Info("Plaza is ready at "+url, "url", url, "listen", ln.Addr().String(),
+		"server_name", cfg.ServerName, "public_url", cfg.PublicURL, "registration", cfg.Registration)
+	if demo {
+		log.Info(fmt.Sprintf("demo: point any Matrix client (Element, for one) at %s and log in as %s or %s, password %s",
+			cfg.PublicURL, demoUsers()[0].localpart, demoUsers()[1].localpart, demoPassword))
+	}
+
+	var failure error
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		failure = fmt.Errorf("HTTP server: %w", err)
+	case <-db.clusterDied():
+		failure = errors.New("the embedded PostgreSQL exited unexpectedly; see " + cfg.EmbeddedClusterDir() + "/server.log")
+	}
+
+	stopReads()
+	graceCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(graceCtx); err != nil {
+		log.Warn("requests still running after the grace period were cut off", "grace", shutdownGrace.String())
+		_ = srv.Close()
+	}
+	return failure
+}
+
+// endReadsOnShutdown cancels the context of GET and HEAD requests when
+// stopping is cancelled. Such requests change nothing, so ending them early
+// loses nothing. A handler that gives up without answering (a long-poll sees
+// only a cancelled context, as if the client had gone) leaves the client an
+// empty response; it gets a 503 instead, which Matrix clients retry.
+func endReadsOnShutdown(next http.Handler, stopping context.Context) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		unhook := context.AfterFunc(stopping, cancel)
+		defer unhook()
+		tw := &trackingWriter{ResponseWriter: w}
+		next.ServeHTTP(tw, r.WithContext(ctx))
+		if !tw.wrote && stopping.Err() != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"errcode":"M_UNKNOWN","error":"the server is shutting down; retry shortly"}`)
+		}
+	})
+}
+
+// trackingWriter notes whether a handler answered at all.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's Flush and
+// deadlines.
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// Flush keeps streaming handlers that assert http.Flusher working.
+func (t *trackingWriter) Flush() {
+	t.wrote = true
+	_ = http.NewResponseController(t.ResponseWriter).Flush()
+}
+
+// browserURL is the URL to open for a listener: a wildcard address becomes
+// localhost, which is what a person on the same machine types.
+func browserURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -611,3 +611,96 @@ func TestProfilesAndUserDirectory(t *testing.T) {
 	}
 	carol.fails(400, "M_MISSING_PARAM", "POST", "/_matrix/client/v3/user_directory/search", map[string]any{})
 }
+
+// ephemeral returns a joined room's ephemeral events of one type.
+func ephemeral(r response, roomID, typ string) []map[string]any {
+	rooms, _ := r.Body["rooms"].(map[string]any)
+	join, _ := rooms["join"].(map[string]any)
+	room, _ := join[roomID].(map[string]any)
+	eph, _ := room["ephemeral"].(map[string]any)
+	evs, _ := eph["events"].([]any)
+	var out []map[string]any
+	for _, e := range evs {
+		if m := e.(map[string]any); m["type"] == typ {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func unread(r response, roomID string) (int, int) {
+	room := r.Body["rooms"].(map[string]any)["join"].(map[string]any)[roomID].(map[string]any)
+	u := room["unread_notifications"].(map[string]any)
+	return int(u["notification_count"].(float64)), int(u["highlight_count"].(float64))
+}
+
+func TestTypingReceiptsPresenceUnread(t *testing.T) {
+	s := newServer(t)
+	alice, bob := s.register("alice"), s.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+roomID, nil)
+	since := bob.sync("", 0).str("next_batch")
+
+	// Typing reaches bob, then stops.
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+roomID+"/typing/"+alice.UserID, map[string]any{"typing": true, "timeout": 30000})
+	r := bob.sync(since, 5000)
+	ty := ephemeral(r, roomID, "m.typing")
+	if len(ty) != 1 || fmt.Sprint(ty[0]["content"].(map[string]any)["user_ids"]) != "["+alice.UserID+"]" {
+		t.Fatalf("typing: %s", r.Raw)
+	}
+	since = r.str("next_batch")
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+roomID+"/typing/"+alice.UserID, map[string]any{"typing": false})
+	r = bob.sync(since, 5000)
+	if ty := ephemeral(r, roomID, "m.typing"); len(ty) != 1 || len(ty[0]["content"].(map[string]any)["user_ids"].([]any)) != 0 {
+		t.Fatalf("typing stop: %s", r.Raw)
+	}
+	since = r.str("next_batch")
+	bob.fails(403, "M_FORBIDDEN", "PUT", "/_matrix/client/v3/rooms/"+roomID+"/typing/"+alice.UserID, map[string]any{"typing": true})
+
+	// Unread counts: three messages, one mentioning bob.
+	alice.send(roomID, text("one"))
+	alice.send(roomID, text("two"))
+	m3 := alice.send(roomID, map[string]any{"msgtype": "m.text", "body": "hey bob", "m.mentions": map[string]any{"user_ids": []string{bob.UserID}}})
+	r = bob.sync(since, 5000)
+	if n, h := unread(r, roomID); n != 3 || h != 1 {
+		t.Fatalf("unread = %d/%d, want 3/1: %s", n, h, r.Raw)
+	}
+	since = r.str("next_batch")
+
+	// Bob reads: alice sees his public receipt, only bob sees his private one.
+	bob.must("POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read/"+m3, map[string]any{})
+	ar := alice.sync("", 0)
+	rc := ephemeral(ar, roomID, "m.receipt")
+	if len(rc) != 1 || rc[0]["content"].(map[string]any)[m3].(map[string]any)["m.read"].(map[string]any)[bob.UserID] == nil {
+		t.Fatalf("alice does not see bob's receipt: %s", ar.Raw)
+	}
+	r = bob.sync(since, 5000)
+	if n, h := unread(r, roomID); n != 0 || h != 0 {
+		t.Fatalf("unread after reading = %d/%d: %s", n, h, r.Raw)
+	}
+	since = r.str("next_batch")
+	alice.sendAndPrivateReceipt(t, bob, roomID)
+	if rc := ephemeral(alice.sync("", 0), roomID, "m.receipt"); strings.Contains(fmt.Sprint(rc), "m.read.private") {
+		t.Fatalf("alice sees bob's private receipt: %v", rc)
+	}
+	bob.fails(400, "M_INVALID_PARAM", "POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.bogus/"+m3, map[string]any{})
+	bob.fails(404, "M_NOT_FOUND", "POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read/$nope", map[string]any{})
+	bob.must("POST", "/_matrix/client/v3/rooms/"+roomID+"/read_markers", map[string]any{"m.fully_read": m3})
+
+	// Presence.
+	alice.must("PUT", "/_matrix/client/v3/presence/"+alice.UserID+"/status", map[string]any{"presence": "online", "status_msg": "coding"})
+	p := bob.must("GET", "/_matrix/client/v3/presence/"+alice.UserID+"/status", nil)
+	if p.str("presence") != "online" || p.str("status_msg") != "coding" {
+		t.Fatalf("presence: %s", p.Raw)
+	}
+	r = bob.sync(since, 5000)
+	if !strings.Contains(string(r.Raw), `"m.presence"`) {
+		t.Fatalf("presence not in sync: %s", r.Raw)
+	}
+	alice.fails(400, "M_INVALID_PARAM", "PUT", "/_matrix/client/v3/presence/"+alice.UserID+"/status", map[string]any{"presence": "dancing"})
+}
+
+func (c *client) sendAndPrivateReceipt(t *testing.T, reader *client, roomID string) {
+	ev := c.send(roomID, text("private read"))
+	reader.must("POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read.private/"+ev, map[string]any{})
+}

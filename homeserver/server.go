@@ -18,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"plaza/homeserver/clientapi"
+	"plaza/homeserver/ephemeral"
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/room"
 	"plaza/homeserver/signing"
@@ -48,6 +49,8 @@ type Server struct {
 	Rooms   *room.Service
 	Client  *clientapi.API
 	Sync    *sync.Service
+	// Ephemeral serves typing, receipts and presence.
+	Ephemeral *ephemeral.Service
 }
 
 // New assembles a homeserver on an open, migrated database.
@@ -70,14 +73,15 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 		BcryptCost: cfg.BcryptCost, AccessTokenLifetime: cfg.AccessTokenLifetime, RateLimit: cfg.RateLimit,
 	}, db, rooms)
 	syncer := sync.New(db, rooms, tracker)
-	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer}, nil
+	eph := ephemeral.New(db, rooms, tracker, syncer)
+	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph}, nil
 }
 
 // Handler returns the homeserver's HTTP handler (client API and discovery).
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(httpapi.CORS)
-	s.Client.Routes(r, s.Sync.Routes)
+	s.Client.Routes(r, s.Sync.Routes, s.Ephemeral.Routes)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
 	})

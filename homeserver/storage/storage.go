@@ -86,7 +86,7 @@ func isUniqueViolation(err error) bool {
 }
 
 // streamTables are the tables whose rows carry a stream_pos.
-var streamTables = []string{"events", "membership_log"}
+var streamTables = []string{"events", "membership_log", "receipts"}
 
 // MaxStreamPositions returns the highest and lowest stream positions in use,
 // to seed the stream tracker at start-up.

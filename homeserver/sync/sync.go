@@ -135,6 +135,20 @@ type Response struct {
 	Fallback    []string       `json:"device_unused_fallback_key_types,omitempty"`
 }
 
+// JoinedRoomSection returns the response's section for a joined room,
+// creating an empty one when the room had no new timeline events
+// (extensions add ephemeral events or account data to it).
+func (r *Response) JoinedRoomSection(roomID string) *JoinedRoom {
+	if jr := r.Rooms.Join[roomID]; jr != nil {
+		return jr
+	}
+	jr := &JoinedRoom{Summary: map[string]any{}, UnreadNotifications: map[string]int{"notification_count": 0, "highlight_count": 0}}
+	jr.Ephemeral.Events, jr.AccountData.Events = []any{}, []any{}
+	jr.State.Events, jr.Timeline.Events = []event.ClientEvent{}, []event.ClientEvent{}
+	r.Rooms.Join[roomID] = jr
+	return jr
+}
+
 // EventList is {"events": [...]}.
 type EventList struct {
 	Events []any `json:"events"`

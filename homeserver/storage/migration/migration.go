@@ -3,8 +3,10 @@
 // (github.com/jackc/tern/v2/migrate) that adds progress messages and refuses
 // to run an older Plaza against a database a newer one has migrated.
 //
-// Migrations are files at the root of an fs.FS named NNN_description.sql,
-// numbered from 1 without gaps (001_init.sql, 002_rooms.sql, …). Each runs in
+// Migrations are files at the root of an fs.FS named NNN_description.sql
+// and run in number order. Numbers may leave gaps (several people add
+// migrations at once); a new migration always takes a number above every
+// existing one, because the database records how many have run. Each runs in
 // its own transaction unless it contains the line "---- tern: disable-tx ----"
 // (for CREATE INDEX CONCURRENTLY and the like). A file may carry a down
 // migration after the line "---- create above / drop below ----"; Plaza never
@@ -19,6 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"regexp"
+	"sort"
+	"strconv"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,7 +46,11 @@ func Apply(ctx context.Context, conn *pgx.Conn, migrations fs.FS, logf func(form
 	if err != nil {
 		return fmt.Errorf("migration: preparing %s: %w", VersionTable, err)
 	}
-	if err := m.LoadMigrations(migrations); err != nil {
+	seq, err := sequential(migrations)
+	if err != nil {
+		return fmt.Errorf("migration: loading: %w", err)
+	}
+	if err := m.LoadMigrations(seq); err != nil {
 		if errors.As(err, &migrate.NoMigrationsFoundError{}) {
 			// Most likely an fs.Sub that missed the directory.
 			return errors.New("migration: no NNN_name.sql files at the root of the migrations FS")
@@ -91,4 +101,44 @@ func ApplyPool(ctx context.Context, pool *pgxpool.Pool, migrations fs.FS, logf f
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return Apply(ctx, conn, migrations, logf)
+}
+
+var migrationName = regexp.MustCompile(`^(\d+)_(.+\.sql)$`)
+
+// sequential renumbers the migration files 1, 2, 3, … in number order, which
+// is what tern wants, so that numbers in the source tree may have gaps.
+func sequential(fsys fs.FS) (fs.FS, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, err
+	}
+	type file struct {
+		num  int
+		name string
+	}
+	var files []file
+	for _, e := range entries {
+		m := migrationName.FindStringSubmatch(e.Name())
+		if e.IsDir() || m == nil {
+			continue
+		}
+		n, err := strconv.Atoi(m[1])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		files = append(files, file{n, e.Name()})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].num < files[j].num })
+	out := fstest.MapFS{}
+	for i, f := range files {
+		if i > 0 && files[i-1].num == f.num {
+			return nil, fmt.Errorf("two migrations are numbered %d: %s and %s", f.num, files[i-1].name, f.name)
+		}
+		data, err := fs.ReadFile(fsys, f.name)
+		if err != nil {
+			return nil, err
+		}
+		out[fmt.Sprintf("%03d_%s", i+1, migrationName.FindStringSubmatch(f.name)[2])] = &fstest.MapFile{Data: data}
+	}
+	return out, nil
 }

@@ -1,0 +1,420 @@
+// Package ephemeral owns what rooms say about their members without events:
+// typing notifications, read receipts and read markers, presence, and the
+// unread counts derived from receipts. It serves their endpoints and adds
+// them to /sync as an extension.
+//
+// Typing and presence live in memory (they are worthless after a restart);
+// receipts are stored. Every change takes a position in the global stream so
+// sync tokens cover them and long-polls wake.
+package ephemeral
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	gosync "sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"plaza/homeserver/httpapi"
+	"plaza/homeserver/room"
+	"plaza/homeserver/storage"
+	"plaza/homeserver/stream"
+	"plaza/homeserver/sync"
+)
+
+// Typing notifications last at most this long without renewal.
+const maxTypingTimeout = 2 * time.Minute
+
+// unreadCap bounds unread counting per room: clients show "99+" anyway.
+const unreadCap = 1000
+
+// Service serves typing, receipts and presence.
+type Service struct {
+	db      *storage.DB
+	rooms   *room.Service
+	tracker *stream.Tracker
+	syncer  *sync.Service
+
+	mu          gosync.Mutex
+	typing      map[string]map[string]*time.Timer // room → user → expiry timer
+	typingPos   map[string]int64                  // room → position of the last typing change
+	presence    map[string]presenceState
+	presencePos map[string]int64 // user → position of the last presence change
+}
+
+type presenceState struct {
+	Presence   string
+	StatusMsg  string
+	LastActive int64
+}
+
+// New builds the service and registers it with /sync.
+func New(db *storage.DB, rooms *room.Service, tracker *stream.Tracker, syncer *sync.Service) *Service {
+	s := &Service{db: db, rooms: rooms, tracker: tracker, syncer: syncer,
+		typing: map[string]map[string]*time.Timer{}, typingPos: map[string]int64{},
+		presence: map[string]presenceState{}, presencePos: map[string]int64{}}
+	syncer.AddExtension(s)
+	return s
+}
+
+// Routes mounts the endpoints (behind authentication).
+func (s *Service) Routes(r chi.Router) {
+	r.Put("/rooms/{roomID}/typing/{userID}", s.putTyping)
+	r.Post("/rooms/{roomID}/receipt/{receiptType}/{eventID}", s.postReceipt)
+	r.Post("/rooms/{roomID}/read_markers", s.postReadMarkers)
+	r.Put("/presence/{userID}/status", s.putPresence)
+	r.Get("/presence/{userID}/status", s.getPresence)
+}
+
+// bump takes a stream position for an in-memory change and wakes syncs.
+// f applies the change under s.mu with the position.
+func (s *Service) bump(f func(pos int64)) int64 {
+	pos := s.tracker.Reserve()
+	s.mu.Lock()
+	f(pos)
+	s.mu.Unlock()
+	s.tracker.Complete(pos)
+	return pos
+}
+
+func (s *Service) requireJoined(ctx context.Context, roomID, userID string) error {
+	m, err := s.rooms.Membership(ctx, roomID, userID)
+	if errors.Is(err, room.ErrNotFound) {
+		return httpapi.NotFound("room not found")
+	}
+	if err != nil {
+		return err
+	}
+	if m != "join" {
+		return httpapi.Forbidden("you are not joined to this room")
+	}
+	return nil
+}
+
+func (s *Service) putTyping(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rq := httpapi.RequesterFrom(ctx)
+	roomID, userID := chi.URLParam(r, "roomID"), chi.URLParam(r, "userID")
+	if userID != rq.UserID {
+		httpapi.Fail(w, r, httpapi.Forbidden("you can only set your own typing state"))
+		return
+	}
+	var req struct {
+		Typing  *bool `json:"typing"`
+		Timeout int64 `json:"timeout"`
+	}
+	if err := httpapi.Decode(r, &req); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	if req.Typing == nil {
+		httpapi.Fail(w, r, httpapi.BadJSON("typing is required"))
+		return
+	}
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	timeout := min(max(time.Duration(req.Timeout)*time.Millisecond, time.Second), maxTypingTimeout)
+	s.setTyping(roomID, userID, *req.Typing, timeout)
+	httpapi.Respond(w, http.StatusOK, struct{}{})
+}
+
+func (s *Service) setTyping(roomID, userID string, typing bool, timeout time.Duration) {
+	pos := s.bump(func(pos int64) {
+		users := s.typing[roomID]
+		if users == nil {
+			users = map[string]*time.Timer{}
+			s.typing[roomID] = users
+		}
+		if t := users[userID]; t != nil {
+			t.Stop()
+			delete(users, userID)
+		}
+		if typing {
+			users[userID] = time.AfterFunc(timeout, func() { s.expireTyping(roomID, userID) })
+		}
+		s.typingPos[roomID] = pos
+	})
+	s.syncer.NotifyRoom(roomID, pos)
+}
+
+func (s *Service) expireTyping(roomID, userID string) {
+	pos := s.bump(func(pos int64) {
+		delete(s.typing[roomID], userID)
+		s.typingPos[roomID] = pos
+	})
+	s.syncer.NotifyRoom(roomID, pos)
+}
+
+func (s *Service) postReceipt(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rq := httpapi.RequesterFrom(ctx)
+	roomID, typ, eventID := chi.URLParam(r, "roomID"), chi.URLParam(r, "receiptType"), chi.URLParam(r, "eventID")
+	var req struct {
+		ThreadID string `json:"thread_id"`
+	}
+	if err := httpapi.Decode(r, &req); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	if typ != "m.read" && typ != "m.read.private" && typ != "m.fully_read" {
+		httpapi.Fail(w, r, httpapi.InvalidParam("unknown receipt type %q", typ))
+		return
+	}
+	if typ == "m.fully_read" && req.ThreadID != "" {
+		httpapi.Fail(w, r, httpapi.InvalidParam("m.fully_read cannot be threaded"))
+		return
+	}
+	if err := s.receipt(ctx, roomID, rq.UserID, typ, req.ThreadID, eventID); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	httpapi.Respond(w, http.StatusOK, struct{}{})
+}
+
+func (s *Service) postReadMarkers(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rq := httpapi.RequesterFrom(ctx)
+	roomID := chi.URLParam(r, "roomID")
+	var req map[string]string
+	if err := httpapi.Decode(r, &req); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	for _, typ := range []string{"m.fully_read", "m.read", "m.read.private"} {
+		if id, ok := req[typ]; ok && id != "" {
+			if err := s.receipt(ctx, roomID, rq.UserID, typ, "", id); err != nil {
+				httpapi.Fail(w, r, err)
+				return
+			}
+		}
+	}
+	httpapi.Respond(w, http.StatusOK, struct{}{})
+}
+
+// receipt records one receipt after checking the user may see the event.
+func (s *Service) receipt(ctx context.Context, roomID, userID, typ, threadID, eventID string) error {
+	if err := s.requireJoined(ctx, roomID, userID); err != nil {
+		return err
+	}
+	if threadID != "" && threadID != "main" && !strings.HasPrefix(threadID, "$") {
+		return httpapi.InvalidParam("thread_id must be main or an event ID")
+	}
+	evPos, evRoom, err := s.db.StreamPosOf(ctx, eventID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && (evRoom != roomID || evPos <= 0)) {
+		return httpapi.NotFound("event not found in this room")
+	}
+	if err != nil {
+		return err
+	}
+	nid, err := s.db.RoomNID(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	pos := s.tracker.Reserve()
+	_, err = s.db.PutReceipt(ctx, nid, storage.Receipt{UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID,
+		EventPos: evPos, TS: time.Now().UnixMilli(), StreamPos: pos})
+	s.tracker.Complete(pos)
+	if err != nil {
+		return err
+	}
+	if typ == "m.read" {
+		s.syncer.NotifyRoom(roomID, pos)
+	} else {
+		s.syncer.NotifyUser(userID, pos)
+	}
+	return nil
+}
+
+var validPresence = []string{"online", "offline", "unavailable"}
+
+func (s *Service) putPresence(w http.ResponseWriter, r *http.Request) {
+	rq := httpapi.RequesterFrom(r.Context())
+	userID := chi.URLParam(r, "userID")
+	if userID != rq.UserID {
+		httpapi.Fail(w, r, httpapi.Forbidden("you can only set your own presence"))
+		return
+	}
+	var req struct {
+		Presence  string `json:"presence"`
+		StatusMsg string `json:"status_msg"`
+	}
+	if err := httpapi.Decode(r, &req); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	if !slices.Contains(validPresence, req.Presence) {
+		httpapi.Fail(w, r, httpapi.InvalidParam("presence must be online, offline or unavailable"))
+		return
+	}
+	if len(req.StatusMsg) > 1024 {
+		httpapi.Fail(w, r, httpapi.TooLarge("status_msg is too long"))
+		return
+	}
+	pos := s.bump(func(pos int64) {
+		s.presence[userID] = presenceState{Presence: req.Presence, StatusMsg: req.StatusMsg, LastActive: time.Now().UnixMilli()}
+		s.presencePos[userID] = pos
+	})
+	s.syncer.NotifyUser(userID, pos)
+	httpapi.Respond(w, http.StatusOK, struct{}{})
+}
+
+func (s *Service) getPresence(w http.ResponseWriter, r *http.Request) {
+	userID := chi.URLParam(r, "userID")
+	s.mu.Lock()
+	p, ok := s.presence[userID]
+	s.mu.Unlock()
+	if !ok {
+		acct, err := s.db.AccountByUserID(r.Context(), userID)
+		if err != nil || acct.Deactivated {
+			httpapi.Fail(w, r, httpapi.NotFound("unknown user"))
+			return
+		}
+		p = presenceState{Presence: "offline"}
+	}
+	out := map[string]any{"presence": p.Presence, "currently_active": p.Presence == "online"}
+	if p.StatusMsg != "" {
+		out["status_msg"] = p.StatusMsg
+	}
+	if p.LastActive > 0 {
+		out["last_active_ago"] = max(time.Now().UnixMilli()-p.LastActive, 0)
+	}
+	httpapi.Respond(w, http.StatusOK, out)
+}
+
+// AddToSync adds typing, receipts, read markers, presence and unread counts.
+func (s *Service) AddToSync(ctx context.Context, req *sync.Request, resp *sync.Response) error {
+	if len(req.JoinedRooms) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	for _, roomID := range req.JoinedRooms {
+		if p := s.typingPos[roomID]; p > req.Since && p <= req.UpTo || (req.Since == 0 && len(s.typing[roomID]) > 0) {
+			users := []string{}
+			for u := range s.typing[roomID] {
+				users = append(users, u)
+			}
+			slices.Sort(users)
+			jr := resp.JoinedRoomSection(roomID)
+			jr.Ephemeral.Events = append(jr.Ephemeral.Events, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		}
+	}
+	var changedPresence []string
+	for u, p := range s.presencePos {
+		if p > req.Since && p <= req.UpTo {
+			changedPresence = append(changedPresence, u)
+		}
+	}
+	presences := map[string]presenceState{}
+	for _, u := range changedPresence {
+		presences[u] = s.presence[u]
+	}
+	s.mu.Unlock()
+
+	receipts, err := s.db.ReceiptsSince(ctx, req.JoinedRooms, req.Since, req.UpTo)
+	if err != nil {
+		return err
+	}
+	perRoom := map[string]map[string]map[string]map[string]any{} // room → event → type → user → info
+	for _, rc := range receipts {
+		switch {
+		case rc.Type == "m.fully_read":
+			if rc.UserID == req.UserID {
+				jr := resp.JoinedRoomSection(rc.RoomID)
+				jr.AccountData.Events = append(jr.AccountData.Events, map[string]any{"type": "m.fully_read", "content": map[string]string{"event_id": rc.EventID}})
+			}
+			continue
+		case rc.Type == "m.read.private" && rc.UserID != req.UserID:
+			continue
+		}
+		room := perRoom[rc.RoomID]
+		if room == nil {
+			room = map[string]map[string]map[string]any{}
+			perRoom[rc.RoomID] = room
+		}
+		ev := room[rc.EventID]
+		if ev == nil {
+			ev = map[string]map[string]any{}
+			room[rc.EventID] = ev
+		}
+		if ev[rc.Type] == nil {
+			ev[rc.Type] = map[string]any{}
+		}
+		info := map[string]any{"ts": rc.TS}
+		if rc.ThreadID != "" {
+			info["thread_id"] = rc.ThreadID
+		}
+		ev[rc.Type][rc.UserID] = info
+	}
+	for roomID, content := range perRoom {
+		jr := resp.JoinedRoomSection(roomID)
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, map[string]any{"type": "m.receipt", "content": content})
+	}
+
+	if len(presences) > 0 {
+		if resp.Presence == nil {
+			resp.Presence = &sync.EventList{Events: []any{}}
+		}
+		for u, p := range presences {
+			if u != req.UserID && !s.sharesRoom(ctx, req, u) {
+				continue
+			}
+			c := map[string]any{"presence": p.Presence, "currently_active": p.Presence == "online",
+				"last_active_ago": max(time.Now().UnixMilli()-p.LastActive, 0)}
+			if p.StatusMsg != "" {
+				c["status_msg"] = p.StatusMsg
+			}
+			resp.Presence.Events = append(resp.Presence.Events, map[string]any{"type": "m.presence", "sender": u, "content": c})
+		}
+	}
+	return s.unreadCounts(ctx, req, resp)
+}
+
+// sharesRoom reports whether user is joined to one of the requester's rooms.
+func (s *Service) sharesRoom(ctx context.Context, req *sync.Request, user string) bool {
+	theirs, err := s.db.RoomsWithMembership(ctx, user, "join")
+	if err != nil {
+		return false
+	}
+	for _, r := range theirs {
+		if slices.Contains(req.JoinedRooms, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// unreadCounts fills unread_notifications of the rooms in the response:
+// messages from others after the user's read receipt, and those mentioning
+// the user.
+func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *sync.Response) error {
+	var ids []string
+	for id := range resp.Rooms.Join {
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	read, err := s.db.ReadUpTo(ctx, req.UserID, ids)
+	if err != nil {
+		return err
+	}
+	nids, err := s.db.RoomNIDs(ctx, ids)
+	if err != nil {
+		return err
+	}
+	mention := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(req.UserID) + "%"
+	for _, id := range ids {
+		unread, highlight, err := s.db.UnreadCounts(ctx, nids[id], read[id], req.UserID, mention, unreadCap)
+		if err != nil {
+			return err
+		}
+		resp.Rooms.Join[id].UnreadNotifications = map[string]int{"notification_count": unread, "highlight_count": highlight}
+	}
+	return nil
+}

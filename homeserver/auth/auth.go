@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -120,42 +121,56 @@ const (
 // createInfo is what the rules read from a create event.
 type createInfo struct {
 	ev *event.Event
-	// creators: content.creator (v6–10), the sender (v11), the sender and
-	// additional_creators (v12). Only the first matters before v12.
-	creators []string
+	// creator is content.creator before v11 ("" when absent or not a
+	// string), the sender from v11.
+	creator string
+	// additional are v12's additional_creators.
+	additional []string
 	// noFederate is m.federate set to false.
 	noFederate bool
 }
 
 func readCreate(create *event.Event) (createInfo, error) {
 	ci := createInfo{ev: create}
-	obj, err := object(create.Content())
-	if err != nil {
-		return ci, fmt.Errorf("create event %s: %w", create.ID(), err)
+	content := create.Content()
+	if len(content) == 0 || content[0] != '{' {
+		return ci, fmt.Errorf("create event %s: content is not an object", create.ID())
 	}
 	// The rule reads "set to false": only the JSON boolean counts.
-	ci.noFederate = string(obj["m.federate"]) == "false"
+	if raw, ok := get(content, "m.federate"); ok && string(raw) == "false" {
+		ci.noFederate = true
+	}
 	v := create.Version()
-	switch {
-	case !v.ImplicitCreator:
-		if c, ok := str(obj, "creator"); ok {
-			ci.creators = []string{c}
-		}
-	case v.PrivilegedCreators:
+	if v.ImplicitCreator {
+		ci.creator = create.Sender()
+	} else {
+		ci.creator, _ = getString(content, "creator")
+	}
+	if v.PrivilegedCreators {
 		// A malformed list was rejected with the create event (rule 1.4);
 		// if one gets here anyway, no additional creator is trusted.
-		extra, _ := additionalCreators(obj)
-		ci.creators = append([]string{create.Sender()}, extra...)
-	default:
-		ci.creators = []string{create.Sender()}
+		ci.additional, _ = additionalCreators(content)
 	}
 	return ci, nil
 }
 
+// isCreator reports whether userID is a v12 room creator.
+func (ci *createInfo) isCreator(userID string) bool {
+	return ci.ev.Version().PrivilegedCreators && (userID == ci.creator || slices.Contains(ci.additional, userID))
+}
+
+// creators lists the v12 room creators (nil before v12).
+func (ci *createInfo) creators() []string {
+	if !ci.ev.Version().PrivilegedCreators {
+		return nil
+	}
+	return append([]string{ci.creator}, ci.additional...)
+}
+
 // additionalCreators reads content.additional_creators (v12): absent, or an
 // array of strings that are valid user IDs by the same grammar as sender.
-func additionalCreators(obj map[string]json.RawMessage) ([]string, error) {
-	raw, ok := obj["additional_creators"]
+func additionalCreators(content []byte) ([]string, error) {
+	raw, ok := get(content, "additional_creators")
 	if !ok {
 		return nil, nil
 	}
@@ -178,30 +193,43 @@ func additionalCreators(obj map[string]json.RawMessage) ([]string, error) {
 }
 
 // checker holds one Allowed call: the event, the state, and what has been
-// read from the state so far, so that nothing is parsed twice.
+// read from the state so far, so that nothing is read twice.
 type checker struct {
 	ev     *event.Event
 	v      *event.RoomVersion
 	state  StateLookup
 	create createInfo
-
-	pl    *PowerLevels
-	plErr error
+	lv     levelsView
+	haveLV bool
 }
 
 func (c *checker) deny(reason string, path ...int) error { return deny(c.v, reason, path...) }
 
-// powerLevels returns the power levels in the state, read once.
-func (c *checker) powerLevels() (*PowerLevels, error) {
-	if c.pl == nil && c.plErr == nil {
-		pl, err := powerLevelsIn(&c.create, c.state(event.TypePowerLevels, ""))
-		if err != nil {
-			c.plErr = err
-		} else {
-			c.pl = &pl
-		}
+// levels returns the power levels in the state.
+func (c *checker) levels() *levelsView {
+	if !c.haveLV {
+		c.lv = newLevelsView(&c.create, c.state(event.TypePowerLevels, ""))
+		c.haveLV = true
 	}
-	return c.pl, c.plErr
+	return &c.lv
+}
+
+// userLevel and prop read the power levels; an unreadable value fails the
+// rule that needed it.
+func (c *checker) userLevel(userID string, path ...int) (int64, error) {
+	l, err := c.levels().user(userID)
+	if err != nil {
+		return 0, c.deny("power levels in the state are invalid: "+err.Error(), path...)
+	}
+	return l, nil
+}
+
+func (c *checker) prop(i int, path ...int) (int64, error) {
+	l, err := c.levels().prop(i)
+	if err != nil {
+		return 0, c.deny("power levels in the state are invalid: "+err.Error(), path...)
+	}
+	return l, nil
 }
 
 // membership returns a user's membership in the state, "" when they have no
@@ -214,14 +242,26 @@ func (c *checker) membership(userID string) string {
 	return membershipOf(m.Content())
 }
 
-// membershipOf reads content.membership. Member contents are small, so a
-// full decode is cheap; it also keeps key matching exact.
+// membershipOf reads content.membership. The known values come back as
+// constants, so that checking a membership allocates nothing.
 func membershipOf(content []byte) string {
-	obj, err := object(content)
-	if err != nil {
+	raw, ok := get(content, "membership")
+	if !ok || len(raw) < 2 || raw[0] != '"' {
 		return ""
 	}
-	s, _ := str(obj, "membership")
+	switch string(raw[1 : len(raw)-1]) {
+	case join:
+		return join
+	case invite:
+		return invite
+	case leave:
+		return leave
+	case ban:
+		return ban
+	case knock:
+		return knock
+	}
+	s, _ := getString(content, "membership")
 	return s
 }
 
@@ -275,19 +315,26 @@ func Allowed(ev *event.Event, state StateLookup) error {
 	if m := c.membership(ev.Sender()); m != join {
 		return c.deny(fmt.Sprintf("sender is not joined (membership %q)", m), 6)
 	}
-	pl, err := c.powerLevels()
+	senderLevel, err := c.userLevel(ev.Sender(), 8)
+	if err != nil {
+		return err
+	}
+	if ev.Type() == event.TypeThirdPartyInvite {
+		inviteLevel, err := c.prop(propInvite, 7)
+		if err != nil {
+			return err
+		}
+		if senderLevel >= inviteLevel {
+			return nil
+		}
+		return c.deny(fmt.Sprintf("sender's power level %d is below the invite level %d", senderLevel, inviteLevel), 7)
+	}
+	need, err := c.levels().event(ev.Type(), ev.IsState())
 	if err != nil {
 		return c.deny("power levels in the state are invalid: "+err.Error(), 8)
 	}
-	senderLevel := pl.UserLevel(ev.Sender())
-	if ev.Type() == event.TypeThirdPartyInvite {
-		if senderLevel >= pl.Invite {
-			return nil
-		}
-		return c.deny(fmt.Sprintf("sender's power level %d is below the invite level %d", senderLevel, pl.Invite), 7)
-	}
-	if need := pl.EventLevel(ev.Type(), ev.IsState()); need > senderLevel {
-		return c.deny(fmt.Sprintf("sender's power level %d is below the %d required for %s", senderLevel, need, ev.Type()), 8)
+	if need > senderLevel {
+		return c.deny(fmt.Sprintf("sender's power level %s is below the %d required for %s", levelString(senderLevel), need, ev.Type()), 8)
 	}
 	if sk := ev.StateKey(); sk != nil && strings.HasPrefix(*sk, "@") && *sk != ev.Sender() {
 		return c.deny("state_key starts with @ and is not the sender", 9)
@@ -337,7 +384,7 @@ func (c *checker) checkCreate() error {
 			return c.deny("content has no creator", 1, 4)
 		}
 	case c.v.PrivilegedCreators:
-		if _, err := additionalCreators(obj); err != nil {
+		if _, err := additionalCreators(ev.Content()); err != nil {
 			return c.deny(err.Error(), 1, 4)
 		}
 	}

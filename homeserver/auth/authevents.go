@@ -33,26 +33,26 @@ func AuthEventKeys(v *event.RoomVersion, typ, stateKey, sender string, content [
 	if typ != event.TypeMember {
 		return keys, nil
 	}
-	obj, err := object(content)
-	if err != nil {
-		return nil, fmt.Errorf("auth events selection: member content: %w", err)
+	content, err := canonical(content)
+	if err != nil || len(content) == 0 || content[0] != '{' {
+		return nil, errors.New("auth events selection: member content is not a JSON object")
 	}
 	add(event.TypeMember, stateKey)
-	membership, _ := str(obj, "membership")
+	membership := membershipOf(content)
 	if membership == join || membership == invite || membership == knock {
 		add(event.TypeJoinRules, "")
 	}
 	if membership == invite {
-		if tpi, err := object(obj["third_party_invite"]); err == nil {
-			if signed, err := object(tpi["signed"]); err == nil {
-				if token, ok := str(signed, "token"); ok {
+		if tpi, ok := get(content, "third_party_invite"); ok {
+			if signed, ok := get(tpi, "signed"); ok {
+				if token, ok := getString(signed, "token"); ok {
 					add(event.TypeThirdPartyInvite, token)
 				}
 			}
 		}
 	}
 	if membership == join && v.RestrictedJoins {
-		if u, ok := str(obj, "join_authorised_via_users_server"); ok {
+		if u, ok := getString(content, "join_authorised_via_users_server"); ok {
 			add(event.TypeMember, u)
 		}
 	}

@@ -33,11 +33,11 @@ func TestAuthEventKeys(t *testing.T) {
 				}
 				return []event.TypeKey{pl, mem(dave), jr, mem(carol)}
 			}},
-		{"leave carrying an authoriser", event.TypeMember, dave, dave, `{"join_authorised_via_users_server":"@carol:a.test","membership":"leave"}`,
+		{"leave carrying an authoriser (content not canonical)", event.TypeMember, dave, dave, `{ "membership": "leave", "join_authorised_via_users_server": "@carol:a.test" }`,
 			func(*event.RoomVersion) []event.TypeKey { return []event.TypeKey{pl, mem(dave)} }},
 		{"invite", event.TypeMember, dave, carol, `{"membership":"invite"}`,
 			func(*event.RoomVersion) []event.TypeKey { return []event.TypeKey{pl, mem(carol), mem(dave), jr} }},
-		{"third-party invite", event.TypeMember, dave, carol, `{"membership":"invite","third_party_invite":{"signed":{"mxid":"@dave:a.test","token":"tok"}}}`,
+		{"third-party invite", event.TypeMember, dave, carol, `{"third_party_invite":{"signed":{"token":"tok","mxid":"@dave:a.test"}},"membership":"invite"}`,
 			func(*event.RoomVersion) []event.TypeKey {
 				return []event.TypeKey{pl, mem(carol), mem(dave), jr, tk(event.TypeThirdPartyInvite, "tok")}
 			}},

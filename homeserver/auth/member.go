@@ -1,9 +1,7 @@
 package auth
 
 import (
-	"encoding/json"
 	"fmt"
-	"slices"
 
 	"plaza/homeserver/event"
 	"plaza/homeserver/id"
@@ -16,15 +14,12 @@ func (c *checker) checkMember() error {
 	if sk == nil {
 		return c.deny("member event without a state_key", 5, 1)
 	}
-	content, err := object(ev.Content())
-	if err != nil {
-		return c.deny("content is not an object", 5, 1)
-	}
-	raw, ok := content["membership"]
+	content := ev.Content()
+	raw, ok := get(content, "membership")
 	if !ok {
 		return c.deny("content has no membership", 5, 1)
 	}
-	membership, ok := str(content, "membership")
+	membership, ok := getString(content, "membership")
 	if !ok {
 		return c.deny(fmt.Sprintf("membership %s is not a string", raw), 5, 8)
 	}
@@ -55,25 +50,21 @@ func (c *checker) joinRule() string {
 	if jr == nil {
 		return ruleInvite
 	}
-	obj, err := object(jr.Content())
-	if err != nil {
-		return ""
-	}
-	if _, ok := obj["join_rule"]; !ok {
+	if _, ok := get(jr.Content(), "join_rule"); !ok {
 		return ruleInvite
 	}
-	s, _ := str(obj, "join_rule")
+	s, _ := getString(jr.Content(), "join_rule")
 	return s
 }
 
 // checkJoin is rule 5.3.
-func (c *checker) checkJoin(target string, content map[string]json.RawMessage) error {
+func (c *checker) checkJoin(target string, content []byte) error {
 	ev := c.ev
 	// 5.3.1: the creator's own first join, right after the create event. Only
 	// the create event's sender (or content.creator before v11): v12's
 	// additional creators join like anyone else.
 	if prev := ev.PrevEventIDs(); len(prev) == 1 && prev[0] == c.create.ev.ID() &&
-		len(c.create.creators) > 0 && target == c.create.creators[0] {
+		c.create.creator != "" && target == c.create.creator {
 		return nil
 	}
 	if ev.Sender() != target {
@@ -94,19 +85,23 @@ func (c *checker) checkJoin(target string, content map[string]json.RawMessage) e
 		if current == invite || current == join {
 			return nil
 		}
-		authoriser, ok := str(content, "join_authorised_via_users_server")
+		authoriser, ok := getString(content, "join_authorised_via_users_server")
 		if !ok {
 			return c.deny(fmt.Sprintf("join rule is %q and no join_authorised_via_users_server is given", rule), 5, 3, 5, 2)
 		}
 		if m := c.membership(authoriser); m != join {
 			return c.deny(fmt.Sprintf("authorising user %s is not joined (membership %q)", authoriser, m), 5, 3, 5, 2)
 		}
-		pl, err := c.powerLevels()
+		l, err := c.userLevel(authoriser, 5, 3, 5, 2)
 		if err != nil {
-			return c.deny("power levels in the state are invalid: "+err.Error(), 5, 3, 5, 2)
+			return err
 		}
-		if l := pl.UserLevel(authoriser); l < pl.Invite {
-			return c.deny(fmt.Sprintf("authorising user %s has power level %d, below the invite level %d", authoriser, l, pl.Invite), 5, 3, 5, 2)
+		inviteLevel, err := c.prop(propInvite, 5, 3, 5, 2)
+		if err != nil {
+			return err
+		}
+		if l < inviteLevel {
+			return c.deny(fmt.Sprintf("authorising user %s has power level %d, below the invite level %d", authoriser, l, inviteLevel), 5, 3, 5, 2)
 		}
 		return nil
 	case rule == rulePublic:
@@ -116,9 +111,9 @@ func (c *checker) checkJoin(target string, content map[string]json.RawMessage) e
 }
 
 // checkInvite is rule 5.4.
-func (c *checker) checkInvite(target string, content map[string]json.RawMessage) error {
+func (c *checker) checkInvite(target string, content []byte) error {
 	ev := c.ev
-	if tpi, ok := content["third_party_invite"]; ok {
+	if tpi, ok := get(content, "third_party_invite"); ok {
 		return c.checkThirdPartyInvite(target, tpi)
 	}
 	if m := c.membership(ev.Sender()); m != join {
@@ -127,12 +122,16 @@ func (c *checker) checkInvite(target string, content map[string]json.RawMessage)
 	if m := c.membership(target); m == join || m == ban {
 		return c.deny(fmt.Sprintf("target's membership is %q", m), 5, 4, 3)
 	}
-	pl, err := c.powerLevels()
+	l, err := c.userLevel(ev.Sender(), 5, 4, 4)
 	if err != nil {
-		return c.deny("power levels in the state are invalid: "+err.Error(), 5, 4, 4)
+		return err
 	}
-	if l := pl.UserLevel(ev.Sender()); l < pl.Invite {
-		return c.deny(fmt.Sprintf("sender's power level %d is below the invite level %d", l, pl.Invite), 5, 4, 5)
+	inviteLevel, err := c.prop(propInvite, 5, 4, 4)
+	if err != nil {
+		return err
+	}
+	if l < inviteLevel {
+		return c.deny(fmt.Sprintf("sender's power level %s is below the invite level %d", levelString(l), inviteLevel), 5, 4, 5)
 	}
 	return nil
 }
@@ -140,7 +139,7 @@ func (c *checker) checkInvite(target string, content map[string]json.RawMessage)
 // checkThirdPartyInvite is rule 5.4.1: an invite that redeems an
 // m.room.third_party_invite. The sender's own membership is deliberately not
 // checked: it was checked when the m.room.third_party_invite was sent.
-func (c *checker) checkThirdPartyInvite(target string, tpi json.RawMessage) error {
+func (c *checker) checkThirdPartyInvite(target string, tpi []byte) error {
 	if c.membership(target) == ban {
 		return c.deny("target is banned", 5, 4, 1, 1)
 	}
@@ -191,20 +190,32 @@ func (c *checker) checkLeave(target string) error {
 	if senderM != join {
 		return c.deny(fmt.Sprintf("sender is not joined (membership %q)", senderM), 5, 5, 2)
 	}
-	pl, err := c.powerLevels()
+	senderLevel, err := c.userLevel(ev.Sender(), 5, 5, 3)
 	if err != nil {
-		return c.deny("power levels in the state are invalid: "+err.Error(), 5, 5, 3)
+		return err
 	}
-	senderLevel := pl.UserLevel(ev.Sender())
-	if c.membership(target) == ban && senderLevel < pl.Ban {
-		return c.deny(fmt.Sprintf("target is banned and the sender's power level %d is below the ban level %d", senderLevel, pl.Ban), 5, 5, 3)
+	if c.membership(target) == ban {
+		banLevel, err := c.prop(propBan, 5, 5, 3)
+		if err != nil {
+			return err
+		}
+		if senderLevel < banLevel {
+			return c.deny(fmt.Sprintf("target is banned and the sender's power level %s is below the ban level %d", levelString(senderLevel), banLevel), 5, 5, 3)
+		}
 	}
-	targetLevel := pl.UserLevel(target)
-	if senderLevel >= pl.Kick && targetLevel < senderLevel {
+	targetLevel, err := c.userLevel(target, 5, 5, 4)
+	if err != nil {
+		return err
+	}
+	kickLevel, err := c.prop(propKick, 5, 5, 4)
+	if err != nil {
+		return err
+	}
+	if senderLevel >= kickLevel && targetLevel < senderLevel {
 		return nil
 	}
 	return c.deny(fmt.Sprintf("sender's power level %s needs to reach the kick level %d and exceed the target's %s",
-		levelString(senderLevel), pl.Kick, levelString(targetLevel)), 5, 5, 5)
+		levelString(senderLevel), kickLevel, levelString(targetLevel)), 5, 5, 5)
 }
 
 // checkBan is rule 5.6.
@@ -213,16 +224,23 @@ func (c *checker) checkBan(target string) error {
 	if m := c.membership(ev.Sender()); m != join {
 		return c.deny(fmt.Sprintf("sender is not joined (membership %q)", m), 5, 6, 1)
 	}
-	pl, err := c.powerLevels()
+	senderLevel, err := c.userLevel(ev.Sender(), 5, 6, 2)
 	if err != nil {
-		return c.deny("power levels in the state are invalid: "+err.Error(), 5, 6, 2)
+		return err
 	}
-	senderLevel, targetLevel := pl.UserLevel(ev.Sender()), pl.UserLevel(target)
-	if senderLevel >= pl.Ban && targetLevel < senderLevel {
+	targetLevel, err := c.userLevel(target, 5, 6, 2)
+	if err != nil {
+		return err
+	}
+	banLevel, err := c.prop(propBan, 5, 6, 2)
+	if err != nil {
+		return err
+	}
+	if senderLevel >= banLevel && targetLevel < senderLevel {
 		return nil
 	}
 	return c.deny(fmt.Sprintf("sender's power level %s needs to reach the ban level %d and exceed the target's %s",
-		levelString(senderLevel), pl.Ban, levelString(targetLevel)), 5, 6, 3)
+		levelString(senderLevel), banLevel, levelString(targetLevel)), 5, 6, 3)
 }
 
 // checkKnock is rule 5.7 (v7+).
@@ -261,14 +279,10 @@ func CheckJoinAuthorisedSignature(ev *event.Event, verify func(server string) er
 	if !v.RestrictedJoins || ev.Type() != event.TypeMember {
 		return nil
 	}
-	content, err := object(ev.Content())
-	if err != nil {
-		return nil // rule 5.1 rejects it in Allowed
-	}
-	if _, ok := content["join_authorised_via_users_server"]; !ok {
+	if _, ok := get(ev.Content(), "join_authorised_via_users_server"); !ok {
 		return nil
 	}
-	user, ok := str(content, "join_authorised_via_users_server")
+	user, ok := getString(ev.Content(), "join_authorised_via_users_server")
 	if !ok {
 		return deny(v, "join_authorised_via_users_server is not a string", 5, 2)
 	}
@@ -280,9 +294,4 @@ func CheckJoinAuthorisedSignature(ev *event.Event, verify func(server string) er
 		return deny(v, fmt.Sprintf("not validly signed by %s: %v", uid.ServerName, err), 5, 2)
 	}
 	return nil
-}
-
-// isCreator reports whether userID is a v12 room creator.
-func (ci *createInfo) isCreator(userID string) bool {
-	return ci.ev.Version().PrivilegedCreators && slices.Contains(ci.creators, userID)
 }

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -117,14 +116,31 @@ func (e *contentError) Error() string {
 // version: a level that cannot be read as an integer has no meaning.
 func parseLevels(v *event.RoomVersion, content []byte) (levels, error) {
 	var l levels
-	obj, err := object(content)
+	var props [numProps][]byte
+	var users, events, notifications []byte
+	err := eachMember(content, func(k, val []byte) bool {
+		switch string(k) {
+		case "users":
+			users = val
+		case "events":
+			events = val
+		case "notifications":
+			notifications = val
+		default:
+			for i := range numProps {
+				if string(k) == propName(i) {
+					props[i] = val
+				}
+			}
+		}
+		return true
+	})
 	if err != nil {
 		return l, &contentError{reason: "not a JSON object"}
 	}
 	stringy := !v.IntegerPowerLevels
-	for i := range numProps {
-		raw, ok := obj[propName(i)]
-		if !ok || stringy && isNull(raw) {
+	for i, raw := range props {
+		if raw == nil || stringy && isNull(raw) {
 			continue
 		}
 		n, ok := level(raw, stringy)
@@ -135,13 +151,13 @@ func parseLevels(v *event.RoomVersion, content []byte) (levels, error) {
 	}
 	// events and notifications before users: the spec checks them in that
 	// order (rules 10.2 and 10.3 in version 12).
-	if l.events, err = levelMap(obj, "events", stringy, false); err != nil {
+	if l.events, err = levelMap(events, "events", stringy, false); err != nil {
 		return l, err
 	}
-	if l.notifications, err = levelMap(obj, "notifications", stringy, false); err != nil {
+	if l.notifications, err = levelMap(notifications, "notifications", stringy, false); err != nil {
 		return l, err
 	}
-	if l.users, err = levelMap(obj, "users", stringy, true); err != nil {
+	if l.users, err = levelMap(users, "users", stringy, true); err != nil {
 		return l, err
 	}
 	return l, nil
@@ -154,31 +170,42 @@ func stringyNote(stringy bool) string {
 	return ""
 }
 
-// levelMap reads one of the object-valued properties: nil when absent.
-func levelMap(obj map[string]json.RawMessage, name string, stringy, userKeys bool) (map[string]int64, error) {
-	raw, ok := obj[name]
-	if !ok {
+// levelMap reads one of the object-valued properties (raw, nil when
+// absent). Members come in canonical order, so the same content always
+// fails on the same entry.
+func levelMap(raw []byte, name string, stringy, userKeys bool) (map[string]int64, error) {
+	if raw == nil {
 		return nil, nil
 	}
-	m, err := object(raw)
+	out := make(map[string]int64)
+	var bad error
+	err := eachMember(raw, func(rawKey, val []byte) bool {
+		k, ok := decodeKey(rawKey)
+		if !ok {
+			bad = &contentError{field: name, reason: "malformed key"}
+			return false
+		}
+		if userKeys {
+			if _, err := id.ParseUserID(k); err != nil {
+				bad = &contentError{field: name, reason: fmt.Sprintf("key %q is not a valid user ID", k)}
+				return false
+			}
+		} else if stringy && isNull(val) {
+			return true
+		}
+		n, ok := level(val, stringy)
+		if !ok {
+			bad = &contentError{field: name, reason: fmt.Sprintf("value of %q is not an integer%s", k, stringyNote(stringy))}
+			return false
+		}
+		out[k] = n
+		return true
+	})
 	if err != nil {
 		return nil, &contentError{field: name, reason: "not an object"}
 	}
-	out := make(map[string]int64, len(m))
-	for _, k := range sortedKeys(m) { // sorted: the same input always gives the same error
-		r := m[k]
-		if userKeys {
-			if _, err := id.ParseUserID(k); err != nil {
-				return nil, &contentError{field: name, reason: fmt.Sprintf("key %q is not a valid user ID", k)}
-			}
-		} else if stringy && isNull(r) {
-			continue
-		}
-		n, ok := level(r, stringy)
-		if !ok {
-			return nil, &contentError{field: name, reason: fmt.Sprintf("value of %q is not an integer%s", k, stringyNote(stringy))}
-		}
-		out[k] = n
+	if bad != nil {
+		return nil, bad
 	}
 	return out, nil
 }
@@ -229,6 +256,10 @@ func defaultLevels() PowerLevels {
 // holding integers. Users keys must be valid user IDs. Creators are not
 // known from the content alone: see PowerLevelsFor.
 func ParsePowerLevels(v *event.RoomVersion, content []byte) (PowerLevels, error) {
+	content, err := canonical(content)
+	if err != nil {
+		return PowerLevels{}, &contentError{reason: "not valid JSON: " + err.Error()}
+	}
 	l, err := parseLevels(v, content)
 	if err != nil {
 		return PowerLevels{}, err
@@ -296,18 +327,19 @@ func powerLevelsIn(ci *createInfo, plEv *event.Event) (PowerLevels, error) {
 	var pl PowerLevels
 	switch {
 	case plEv != nil:
-		var err error
-		if pl, err = ParsePowerLevels(plEv.Version(), plEv.Content()); err != nil {
+		l, err := parseLevels(plEv.Version(), plEv.Content())
+		if err != nil {
 			return PowerLevels{}, fmt.Errorf("power levels event %s: %w", plEv.ID(), err)
 		}
+		pl = l.powerLevels()
 	default:
 		pl = defaultLevels()
-		if ci != nil && !ci.ev.Version().PrivilegedCreators && len(ci.creators) > 0 {
-			pl.Users = map[string]int64{ci.creators[0]: 100}
+		if ci != nil && !ci.ev.Version().PrivilegedCreators && ci.creator != "" {
+			pl.Users = map[string]int64{ci.creator: 100}
 		}
 	}
-	if ci != nil && ci.ev.Version().PrivilegedCreators {
-		pl.Creators = ci.creators
+	if ci != nil {
+		pl.Creators = ci.creators()
 	}
 	return pl, nil
 }
@@ -321,8 +353,7 @@ func SenderPowerLevel(ev *event.Event, state StateLookup) int64 {
 	pl, err := PowerLevelsFor(state)
 	if err != nil {
 		if create := state(event.TypeCreate, ""); create != nil {
-			if ci, err := readCreate(create); err == nil && create.Version().PrivilegedCreators &&
-				slices.Contains(ci.creators, ev.Sender()) {
+			if ci, err := readCreate(create); err == nil && ci.isCreator(ev.Sender()) {
 				return Infinite
 			}
 		}

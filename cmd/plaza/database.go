@@ -83,7 +83,10 @@ func (d *database) embedded(ctx context.Context, dir string, mode openMode) (str
 		d.log.Info("initialising PostgreSQL cluster in " + dir + " (first start: this takes a few seconds)")
 	}
 	start := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{
+	// Not cancelled by a shutdown signal: an initdb killed half-way leaves a
+	// directory that neither starts nor initialises again. A signal during
+	// start-up takes effect once the cluster is up, which is seconds.
+	c, err := cluster.Start(context.WithoutCancel(ctx), cluster.Options{
 		Dir: dir,
 		Logf: func(format string, args ...any) {
 			d.log.Info(fmt.Sprintf(format, args...), "component", "postgres")

@@ -104,9 +104,19 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	}
 	defer ln.Close() // after Serve, a no-op; before it, releases the port
 
+	// A signal during start-up makes the step under way fail with a
+	// cancelled context; that is a requested stop, not a failure.
+	interrupted := func(err error) error {
+		if ctx.Err() != nil {
+			log.Info("start-up interrupted", "error", err.Error())
+			return nil
+		}
+		return err
+	}
+
 	db, err := openDatabase(ctx, cfg, ownCluster, log)
 	if err != nil {
-		return err
+		return interrupted(err)
 	}
 	defer func() {
 		if cerr := db.Close(); cerr != nil {
@@ -122,12 +132,15 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 		RateLimit:    cfg.RateLimit,
 	}, db.DB)
 	if err != nil {
-		return fmt.Errorf("starting the homeserver: %w", err)
+		return interrupted(fmt.Errorf("starting the homeserver: %w", err))
 	}
 	if demo {
 		if err := seedDemo(ctx, hs, cfg, log); err != nil {
-			return fmt.Errorf("creating the demo content: %w", err)
+			return interrupted(fmt.Errorf("creating the demo content: %w", err))
 		}
+	}
+	if ctx.Err() != nil {
+		return nil // stopped during start-up: do not start serving
 	}
 
 	// Shutdown ends GET and HEAD requests at once (reads, chiefly /sync

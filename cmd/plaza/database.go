@@ -83,9 +83,9 @@ func (d *database) embedded(ctx context.Context, dir string, mode openMode) (str
 		d.log.Info("initialising PostgreSQL cluster in " + dir + " (first start: this takes a few seconds)")
 	}
 	start := time.Now()
-	// Not cancelled by a shutdown signal: an initdb killed half-way leaves a
-	// directory that neither starts nor initialises again. A signal during
-	// start-up takes effect once the cluster is up, which is seconds.
+	// Not cancelled by a shutdown signal: start-up, initdb included, runs to
+	// the end and the cluster is then stopped the normal way, rather than
+	// killed half-made. That costs seconds at most.
 	c, err := cluster.Start(context.WithoutCancel(ctx), cluster.Options{
 		Dir: dir,
 		Logf: func(format string, args ...any) {

@@ -208,6 +208,16 @@ func authCases() []authCase {
 		// Rule 5.3: join.
 		{name: "join/creator right after create", room: func(tb testing.TB, v *event.RoomVersion) *room { return newRoom(tb, v, nil) },
 			want: ok, build: func(r *room) *event.Event { return r.member(alice, alice, "join", nil) }},
+		{name: "join/content.creator right after create", want: from(11, ok, rej(5, 3, 7)),
+			room: func(tb testing.TB, v *event.RoomVersion) *room {
+				return newRoom(tb, v, map[string]any{"room_version": v.ID, "creator": bob})
+			},
+			build: func(r *room) *event.Event { return r.member(bob, bob, "join", nil) }},
+		{name: "join/sender of a create naming another creator, right after create", want: from(11, rej(5, 3, 7), ok),
+			room: func(tb testing.TB, v *event.RoomVersion) *room {
+				return newRoom(tb, v, map[string]any{"room_version": v.ID, "creator": bob})
+			},
+			build: func(r *room) *event.Event { return r.member(alice, alice, "join", nil) }},
 		{name: "join/someone else right after create", room: func(tb testing.TB, v *event.RoomVersion) *room { return newRoom(tb, v, nil) },
 			want: rej(5, 3, 7), build: func(r *room) *event.Event { return r.member(bob, bob, "join", nil) }},
 		{name: "join/creator later, not invited", want: rej(5, 3, 7), build: func(r *room) *event.Event {
@@ -668,6 +678,17 @@ func TestAllowedBadInput(t *testing.T) {
 	}
 	if err := Allowed(r.create, nil); err == nil {
 		t.Fatal("nil state allowed")
+	}
+}
+
+func TestStateMap(t *testing.T) {
+	r := stdRoom(t, event.MustVersion("12"))
+	msg := r.msg("m.room.message", bob, `{}`)
+	name1 := r.stateEv("m.room.name", "", carol, `{"name":"a"}`)
+	name2 := r.stateEv("m.room.name", "", carol, `{"name":"b"}`)
+	m := NewStateMap(msg, name1, name2)
+	if len(m) != 1 || m.Lookup("m.room.name", "") != name2 || m.Lookup("m.room.message", "") != nil {
+		t.Fatalf("state map: %v", m)
 	}
 }
 

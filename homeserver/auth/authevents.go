@@ -15,6 +15,9 @@ import (
 // Keys are returned in the spec's order without duplicates. It fails only
 // when a member event's content is not a JSON object.
 func AuthEventKeys(v *event.RoomVersion, typ, stateKey, sender string, content []byte) ([]event.TypeKey, error) {
+	if v == nil {
+		return nil, errors.New("auth: AuthEventKeys needs a room version")
+	}
 	if typ == event.TypeCreate && stateKey == "" {
 		return nil, nil
 	}

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 
 	"plaza/homeserver/event"
@@ -19,10 +20,10 @@ func (c *checker) checkMember() error {
 	if !ok {
 		return c.deny("content has no membership", 5, 1)
 	}
-	membership, ok := getString(content, "membership")
-	if !ok {
+	if raw[0] != '"' {
 		return c.deny(fmt.Sprintf("membership %s is not a string", raw), 5, 8)
 	}
+	membership := membershipOf(content)
 	// Rule 5.2, the join_authorised_via_users_server signature, needs keys:
 	// see CheckJoinAuthorisedSignature.
 	target := *sk
@@ -50,8 +51,24 @@ func (c *checker) joinRule() string {
 	if jr == nil {
 		return ruleInvite
 	}
-	if _, ok := get(jr.Content(), "join_rule"); !ok {
+	raw, ok := get(jr.Content(), "join_rule")
+	if !ok {
 		return ruleInvite
+	}
+	if len(raw) >= 2 && raw[0] == '"' {
+		// The known rules come back as constants: no allocation.
+		switch string(raw[1 : len(raw)-1]) {
+		case rulePublic:
+			return rulePublic
+		case ruleInvite:
+			return ruleInvite
+		case ruleKnock:
+			return ruleKnock
+		case ruleRestricted:
+			return ruleRestricted
+		case ruleKnockRestricted:
+			return ruleKnockRestricted
+		}
 	}
 	s, _ := getString(jr.Content(), "join_rule")
 	return s
@@ -275,6 +292,9 @@ func levelString(l int64) string {
 // not only joins, as the spec words it. It returns nil when the rule does not
 // apply.
 func CheckJoinAuthorisedSignature(ev *event.Event, verify func(server string) error) error {
+	if ev == nil || ev.Version() == nil || verify == nil {
+		return errors.New("auth: CheckJoinAuthorisedSignature needs an event with a room version and a verifier")
+	}
 	v := ev.Version()
 	if !v.RestrictedJoins || ev.Type() != event.TypeMember {
 		return nil

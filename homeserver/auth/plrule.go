@@ -28,7 +28,8 @@ func (c *checker) checkPowerLevels(senderLevel int64) error {
 	if prevEv == nil {
 		return nil // 10.5: the room's first power levels
 	}
-	// Allowed has read the previous content already, so it is valid.
+	// The previous content passed this rule too, so it parses; if it does
+	// not, nothing can be compared with it.
 	prev, err := parseLevels(prevEv.Version(), prevEv.Content())
 	if err != nil {
 		return c.deny("power levels in the state are invalid: "+err.Error(), 10, 6)

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -256,6 +257,9 @@ func defaultLevels() PowerLevels {
 // holding integers. Users keys must be valid user IDs. Creators are not
 // known from the content alone: see PowerLevelsFor.
 func ParsePowerLevels(v *event.RoomVersion, content []byte) (PowerLevels, error) {
+	if v == nil {
+		return PowerLevels{}, errors.New("auth: ParsePowerLevels needs a room version")
+	}
 	content, err := canonical(content)
 	if err != nil {
 		return PowerLevels{}, &contentError{reason: "not valid JSON: " + err.Error()}
@@ -311,6 +315,9 @@ func (pl PowerLevels) NotificationLevel(key string) int64 {
 // have Infinite level in either case. The room version is taken from the
 // create event (or the power levels event if there is no create event).
 func PowerLevelsFor(state StateLookup) (PowerLevels, error) {
+	if state == nil {
+		return PowerLevels{}, errors.New("auth: PowerLevelsFor needs a state")
+	}
 	create := state(event.TypeCreate, "")
 	var ci *createInfo
 	if create != nil {
@@ -350,6 +357,9 @@ func powerLevelsIn(ci *createInfo, plEv *event.Event) (PowerLevels, error) {
 // gives 0 to everyone but v12 creators: ordering must still be total and the
 // same on every server, and such a state cannot authorise anything anyway.
 func SenderPowerLevel(ev *event.Event, state StateLookup) int64 {
+	if ev == nil || state == nil {
+		return 0
+	}
 	pl, err := PowerLevelsFor(state)
 	if err != nil {
 		if create := state(event.TypeCreate, ""); create != nil {

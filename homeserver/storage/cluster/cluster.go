@@ -457,10 +457,28 @@ func clusterVersion(dir string) (string, error) {
 // every machine, and what Matrix identifiers need), character classification
 // is C.UTF-8 so that lower(), upper() and regular expressions understand
 // non-ASCII text; if the C.UTF-8 locale is missing it falls back to plain C.
+//
+// initdb works in a hidden sibling directory that is renamed over dir (empty
+// at this point) once complete: an initdb interrupted half-way (Ctrl-C on a
+// first start) would otherwise leave a directory that neither starts nor can
+// be initialised again. If the parent directory is not writable, it runs in
+// dir directly.
 func initdb(ctx context.Context, binDir, dir string, noSync bool, acct *account, logf func(string, ...any)) error {
 	start := time.Now()
+	removeAbandonedInitdb(dir)
+	target := dir
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+initdbSuffix)
+	if err == nil {
+		defer os.RemoveAll(tmp) // a no-op once renamed
+		target = tmp
+		if acct != nil {
+			if err := os.Chown(tmp, int(acct.uid), int(acct.gid)); err != nil {
+				return fmt.Errorf("cluster: %w", err)
+			}
+		}
+	}
 	run := func(ctype string) ([]byte, error) {
-		args := []string{"-D", dir, "-U", Superuser, "--auth=trust", "-E", "UTF8", "--locale=C", "--lc-ctype=" + ctype}
+		args := []string{"-D", target, "-U", Superuser, "--auth=trust", "-E", "UTF8", "--locale=C", "--lc-ctype=" + ctype}
 		if noSync {
 			args = append(args, "--no-sync")
 		}
@@ -478,8 +496,28 @@ func initdb(ctx context.Context, binDir, dir string, noSync bool, acct *account,
 	if err != nil {
 		return fmt.Errorf("cluster: initdb %s: %w\n%s", dir, err, bytes.TrimSpace(out))
 	}
+	if target != dir {
+		// rename(2) replaces an empty directory; os.Rename refuses to.
+		if err := syscall.Rename(target, dir); err != nil {
+			return fmt.Errorf("cluster: moving the new cluster into place: %w", err)
+		}
+	}
 	logf("initdb: created cluster in %s in %s", dir, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+const initdbSuffix = ".initdb-"
+
+// removeAbandonedInitdb deletes what interrupted initdb runs for dir left
+// behind. Recent ones are spared: they may belong to a process starting on
+// the same directory right now.
+func removeAbandonedInitdb(dir string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+initdbSuffix+"*"))
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err == nil && fi.IsDir() && time.Since(fi.ModTime()) > 10*time.Minute {
+			os.RemoveAll(m)
+		}
+	}
 }
 
 // removeStalePID deals with the postmaster.pid left by a server that crashed

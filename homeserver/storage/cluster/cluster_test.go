@@ -250,6 +250,21 @@ func TestSecondStartOnSameDirFails(t *testing.T) {
 	query(t, c, "SELECT 'ok'")
 }
 
+// A first start interrupted during initdb leaves nothing that stops the next
+// one.
+func TestInterruptedInitdb(t *testing.T) {
+	t.Parallel()
+	dir := testDir(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	if c, err := Start(ctx, Options{Dir: dir, NoSync: true}); err == nil {
+		c.Stop(context.Background())
+		t.Skip("initdb finished within the deadline; nothing was interrupted")
+	}
+	c := start(t, dir)
+	query(t, c, "SELECT 'ok'")
+}
+
 // A server that will not start is reported with its own words.
 func TestStartFailureQuotesServerLog(t *testing.T) {
 	t.Parallel()

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -171,12 +170,12 @@ func missingFile(path string) error {
 	return httpapi.NotFound("media not found")
 }
 
-// serve sends f, a file of the layout belonging to m, with the content
-// repository's headers. Range and conditional requests are handled by
-// http.ServeContent.
-func (s *Service) serve(w http.ResponseWriter, r *http.Request, f *os.File, contentType, disposition, etag string, m *record) {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		httpapi.Fail(w, r, fmt.Errorf("media: reading %s: %w", f.Name(), err))
+// serve sends content belonging to m (the original or a thumbnail) with
+// the content repository's headers. Range and conditional requests are
+// handled by http.ServeContent.
+func (s *Service) serve(w http.ResponseWriter, r *http.Request, content io.ReadSeeker, contentType, disposition, etag string, m *record) {
+	if _, err := content.Seek(0, io.SeekStart); err != nil {
+		httpapi.Fail(w, r, fmt.Errorf("media: reading %s: %w", m.mediaID, err))
 		return
 	}
 	h := w.Header()
@@ -186,7 +185,7 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, f *os.File, cont
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cross-Origin-Resource-Policy", "cross-origin")
 	h.Set("ETag", etag)
-	http.ServeContent(&cacheOnSuccess{ResponseWriter: w}, r, "", m.uploaded, f)
+	http.ServeContent(&cacheOnSuccess{ResponseWriter: w}, r, "", m.uploaded, content)
 }
 
 // cacheOnSuccess adds the immutable caching header to successful responses

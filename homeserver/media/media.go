@@ -70,10 +70,15 @@ type Service struct {
 	// Thumbnails: one render per (media, geometry) at a time, and at most
 	// one per CPU overall, since a decoded original can take hundreds of
 	// megabytes.
-	renderGroup singleflight.Group
-	renderSlots chan struct{}
-	renders     atomic.Int64 // thumbnails rendered, for tests and metrics
+	renderGroup         singleflight.Group
+	renderSlots         chan struct{}
+	renders             atomic.Int64 // thumbnails rendered, for tests and metrics
+	thumbnailCacheLimit int          // thumbnails kept on disk per media
 }
+
+// defaultThumbnailCacheLimit leaves room for the spec's five recommended
+// sizes in both methods, and for the odd sizes clients actually ask for.
+const defaultThumbnailCacheLimit = 32
 
 // New prepares the content repository: it creates the directory layout and
 // removes temporary files that an interrupted upload left behind.
@@ -93,6 +98,8 @@ func New(cfg Config, db *storage.DB) (*Service, error) {
 		now:         time.Now,
 		uploads:     uploadNotifier{waiting: map[string]*uploadWait{}},
 		renderSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+
+		thumbnailCacheLimit: defaultThumbnailCacheLimit,
 	}
 	for _, dir := range []string{cfg.Dir, s.tmpDir(), s.thumbnailRoot()} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

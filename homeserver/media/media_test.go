@@ -532,6 +532,32 @@ func TestThumbnails(t *testing.T) {
 	}
 }
 
+func TestThumbnailCacheLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 0)
+	e.svc.thumbnailCacheLimit = 2
+	photo := e.upload(encodeJPEG(t, testImage(200, 200, false)), "image/jpeg", "")
+	get := func(size int) {
+		t.Helper()
+		q := fmt.Sprintf("?width=%d&height=%d&method=crop", size, size)
+		img, _ := decodeImage(t, e.do("GET", "/_matrix/client/v1/media/thumbnail/plaza.test/"+photo+q, alice, nil))
+		if b := img.Bounds(); b.Dx() != size || b.Dy() != size {
+			t.Errorf("%s: %dx%d", q, b.Dx(), b.Dy())
+		}
+	}
+	for _, size := range []int{10, 20, 30, 30} {
+		get(size)
+	}
+	dir := filepath.Dir(e.svc.thumbnailPath(photo, geometry{methodCrop, 10, 10}))
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 2 {
+		t.Errorf("%d cached thumbnails (%v), want the limit of 2", len(entries), err)
+	}
+	// Past the limit, thumbnails are rendered for every request.
+	if n := e.svc.renders.Load(); n != 4 {
+		t.Errorf("%d renders, want 4", n)
+	}
+}
+
 // pngHeader is the start of a PNG that claims w×h pixels: enough for
 // DecodeConfig, and all a decompression bomb needs to show.
 func pngHeader(w, h uint32) []byte {
@@ -933,8 +959,9 @@ func BenchmarkThumbnail(b *testing.B) {
 	jpg := encodeJPEG(b, testImage(1024, 768, false))
 	req := thumbnailRequest{width: 320, height: 240, method: methodCrop}
 
-	// render: decode the 1024×768 JPEG, crop-scale it to 320×240, encode
-	// and write the JPEG: the work of an uncached thumbnail request.
+	// render: read the header of the 1024×768 JPEG, decode it, crop-scale
+	// it to 320×240 and encode the JPEG: the work of an uncached thumbnail
+	// request.
 	b.Run("render", func(b *testing.B) {
 		s := &Service{cfg: Config{Dir: b.TempDir()}, renderSlots: make(chan struct{}, 1)}
 		if err := os.MkdirAll(s.tmpDir(), 0o700); err != nil {
@@ -950,7 +977,6 @@ func BenchmarkThumbnail(b *testing.B) {
 		}
 		defer f.Close()
 		c, _ := codecFor("image/jpeg")
-		out := filepath.Join(s.cfg.Dir, "thumb")
 		b.SetBytes(int64(len(jpg)))
 		b.ReportAllocs()
 		for b.Loop() {
@@ -959,10 +985,7 @@ func BenchmarkThumbnail(b *testing.B) {
 				b.Fatal(err)
 			}
 			o, region, _ := plan(info.width, info.height, req)
-			if err := s.render(f, c, info, region, o, out); err != nil {
-				b.Fatal(err)
-			}
-			if err := os.Remove(out); err != nil {
+			if _, err := s.render(f, c, info, region, o); err != nil {
 				b.Fatal(err)
 			}
 		}

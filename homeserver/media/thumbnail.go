@@ -2,6 +2,7 @@ package media
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"image"
@@ -11,9 +12,11 @@ import (
 	"image/png"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	xdraw "golang.org/x/image/draw"
@@ -196,36 +199,76 @@ func (s *Service) thumbnail(w http.ResponseWriter, r *http.Request) {
 	}
 	g := geometry{method: t.method, width: out.X, height: out.Y}
 	path := s.thumbnailPath(m.mediaID, g)
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		// Concurrent requests for one thumbnail share one render.
-		_, err, _ = s.renderGroup.Do(path, func() (any, error) {
-			return nil, s.render(src, c, info, region, out, path)
-		})
-		if err != nil {
-			httpapi.Fail(w, r, err)
-			return
-		}
-	} else if err != nil {
-		httpapi.Fail(w, r, err)
+	etag := fmt.Sprintf(`"%s-%s-%dx%d"`, m.mediaID, g.method, g.width, g.height)
+	if f, err := os.Open(path); err == nil {
+		defer f.Close()
+		s.serveThumbnail(w, r, f, etag, m)
 		return
-	}
-	f, err := os.Open(path)
-	if err != nil {
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		httpapi.Fail(w, r, fmt.Errorf("media: opening thumbnail: %w", err))
 		return
 	}
-	defer f.Close()
-	ct, err := sniffFile(f)
+	// Concurrent requests for one thumbnail share one render.
+	v, err, _ := s.renderGroup.Do(path, func() (any, error) {
+		if data, err := os.ReadFile(path); err == nil {
+			return data, nil // rendered meanwhile, by another process
+		}
+		data, err := s.render(src, c, info, region, out)
+		if err != nil {
+			return nil, err
+		}
+		s.cacheThumbnail(path, data)
+		return data, nil
+	})
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	ext := "jpg"
-	if ct == "image/png" {
-		ext = "png"
+	s.serveThumbnail(w, r, bytes.NewReader(v.([]byte)), etag, m)
+}
+
+// serveThumbnail serves a generated thumbnail, whose first bytes tell
+// whether it is a PNG or a JPEG.
+func (s *Service) serveThumbnail(w http.ResponseWriter, r *http.Request, thumb io.ReadSeeker, etag string, m *record) {
+	head := make([]byte, sniffLen)
+	n, err := io.ReadFull(thumb, head)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		httpapi.Fail(w, r, fmt.Errorf("media: reading thumbnail: %w", err))
+		return
 	}
-	etag := fmt.Sprintf(`"%s-%s-%dx%d"`, m.mediaID, g.method, g.width, g.height)
-	s.serve(w, r, f, ct, contentDisposition("inline", "thumbnail."+ext), etag, m)
+	ct, ext := "image/jpeg", "jpg"
+	if baseType(http.DetectContentType(head[:n])) == "image/png" {
+		ct, ext = "image/png", "png"
+	}
+	s.serve(w, r, thumb, ct, contentDisposition("inline", "thumbnail."+ext), etag, m)
+}
+
+// cacheThumbnail keeps a rendered thumbnail on disk, unless the media
+// already has thumbnailCacheLimit of them: the sizes a client may ask for
+// are many, and each cached one costs disk for as long as the media lives.
+// Past the limit thumbnails are still served, rendered each time, at the
+// cost of CPU that renderSlots bounds. Failing to cache is not failing the
+// request.
+func (s *Service) cacheThumbnail(path string, data []byte) {
+	if entries, err := os.ReadDir(filepath.Dir(path)); err == nil && len(entries) >= s.thumbnailCacheLimit {
+		return
+	}
+	tmp, err := s.createTemp("thumb-*")
+	if err == nil {
+		_, err = tmp.Write(data)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = install(tmp.Name(), path)
+		}
+		if err != nil {
+			_ = os.Remove(tmp.Name())
+		}
+	}
+	if err != nil {
+		slog.Warn("media: caching a thumbnail", "path", path, "err", err)
+	}
 }
 
 // imageInfo is what inspect learns from an original's header.
@@ -241,8 +284,11 @@ func inspect(f *os.File, c codec) (imageInfo, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return info, fmt.Errorf("media: reading original: %w", err)
 	}
-	cfg, err := c.config(bufio.NewReader(f))
-	if err != nil {
+	var cfg image.Config
+	if err := guard(func() (err error) {
+		cfg, err = c.config(bufio.NewReader(f))
+		return err
+	}); err != nil {
 		return info, cannotThumbnail()
 	}
 	if cfg.Width < 1 || cfg.Height < 1 {
@@ -259,22 +305,22 @@ func inspect(f *os.File, c codec) (imageInfo, error) {
 }
 
 // render makes the thumbnail of src showing its centred region (a size in
-// display orientation) at out, and caches it at path: PNG if it has any
-// transparency, JPEG otherwise.
-func (s *Service) render(src *os.File, c codec, info imageInfo, region, out image.Point, path string) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil // rendered meanwhile, by another request or process
-	}
+// display orientation) at out: PNG if it has any transparency, JPEG
+// otherwise.
+func (s *Service) render(src *os.File, c codec, info imageInfo, region, out image.Point) ([]byte, error) {
 	// Bounded concurrency: each render holds a decoded original.
 	s.renderSlots <- struct{}{}
 	defer func() { <-s.renderSlots }()
 
 	if _, err := src.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("media: reading original: %w", err)
+		return nil, fmt.Errorf("media: reading original: %w", err)
 	}
-	img, err := c.decode(bufio.NewReader(src))
-	if err != nil {
-		return cannotThumbnail()
+	var img image.Image
+	if err := guard(func() (err error) {
+		img, err = c.decode(bufio.NewReader(src))
+		return err
+	}); err != nil {
+		return nil, cannotThumbnail()
 	}
 	// Resized as stored, then turned: turning the small result is cheap.
 	if transposed(info.orientation) {
@@ -283,31 +329,30 @@ func (s *Service) render(src *os.File, c codec, info imageInfo, region, out imag
 	}
 	thumb := orient(resize(img, region, out), info.orientation)
 
-	tmp, err := s.createTemp("thumb-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	w := bufio.NewWriter(tmp)
+	var buf bytes.Buffer
+	var err error
 	if thumb.Opaque() {
-		err = jpeg.Encode(w, thumb, &jpeg.Options{Quality: jpegQuality})
+		err = jpeg.Encode(&buf, thumb, &jpeg.Options{Quality: jpegQuality})
 	} else {
-		err = png.Encode(w, thumb)
-	}
-	if err == nil {
-		err = w.Flush()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
+		err = png.Encode(&buf, thumb)
 	}
 	if err != nil {
-		return fmt.Errorf("media: writing thumbnail: %w", err)
-	}
-	if err := install(tmp.Name(), path); err != nil {
-		return err
+		return nil, fmt.Errorf("media: encoding thumbnail: %w", err)
 	}
 	s.renders.Add(1)
-	return nil
+	return buf.Bytes(), nil
+}
+
+// guard runs a decoder on untrusted input, turning a panic into an error:
+// the spec warns of files crafted against thumbnailers, and a decoder bug
+// should cost the request, not the connection.
+func guard(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("media: decoder panic: %v", p)
+		}
+	}()
+	return f()
 }
 
 // resize returns the centred region of img (a size) scaled to out.
@@ -386,15 +431,4 @@ func (s *Service) open(mediaID string) (*os.File, error) {
 		return nil, fmt.Errorf("media: opening original: %w", err)
 	}
 	return f, nil
-}
-
-// sniffFile returns a cached thumbnail's content type, which its first bytes
-// tell, and rewinds it.
-func sniffFile(f *os.File) (string, error) {
-	head := make([]byte, sniffLen)
-	n, err := f.ReadAt(head, 0)
-	if err != nil && err != io.EOF {
-		return "", fmt.Errorf("media: reading thumbnail: %w", err)
-	}
-	return baseType(http.DetectContentType(head[:n])), nil
 }

@@ -151,7 +151,7 @@ func (a app) createUser(ctx context.Context, args []string) int {
 func (a app) registrationToken(ctx context.Context, args []string) int {
 	c := newCommand("admin registration-token", registrationTokenUsage)
 	configPath := configFlag(c.flags)
-	uses := c.flags.Int("uses", 0, "how many registrations the token allows; 0: unlimited")
+	uses := c.flags.Int("uses", 0, "the token allows `N` registrations; 0: unlimited")
 	expires := c.flags.Duration("expires", 0, "the token stops working after this `DURATION` (e.g. 24h, 30m); 0: never")
 	token := c.flags.String("token", "", "use this `TOKEN` instead of a random one (up to 64 of A-Z a-z 0-9 . _ ~ -)")
 	logFormat, logLevel := logFlags(c.flags, "warn")

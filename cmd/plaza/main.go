@@ -117,6 +117,9 @@ func (c *command) parse(a app, args []string) (code int, ok bool) {
 
 func (c *command) printHelp(w io.Writer) {
 	fmt.Fprint(w, c.usage)
+	if !hasFlags(c.flags) {
+		return
+	}
 	fmt.Fprintln(w, "\nFlags:")
 	c.flags.VisitAll(func(f *flag.Flag) {
 		name, help := flag.UnquoteUsage(f)
@@ -129,6 +132,12 @@ func (c *command) printHelp(w io.Writer) {
 		}
 		fmt.Fprintf(w, "%-26s %s\n", line, help)
 	})
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	found := false
+	fs.VisitAll(func(*flag.Flag) { found = true })
+	return found
 }
 
 // usageError reports a problem with the command line and returns exitUsage.

@@ -91,17 +91,12 @@ func (r *resolver) markUnconflictedChains(stack []int32, open int) ([]int32, err
 		}
 		// The unconflicted events themselves are not interned: there are
 		// typically thousands of them and only their auth events matter.
-		var ev *event.Event
-		if n, ok := r.index[id]; ok {
-			ev = r.nodes[n].ev
-		} else {
-			var err error
-			if ev, err = r.src.Event(id); err != nil {
-				return nil, fmt.Errorf("stateres: loading event %s: %w", id, err)
-			}
-			if ev == nil {
-				return nil, errNoEvent(id)
-			}
+		ev, err := r.src.Event(id)
+		if err != nil {
+			return nil, fmt.Errorf("stateres: loading event %s: %w", id, err)
+		}
+		if ev == nil {
+			return nil, errNoEvent(id)
 		}
 		stack = stack[:0]
 		for _, a := range ev.AuthEventIDs() {

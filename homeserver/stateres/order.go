@@ -92,7 +92,8 @@ func (r *resolver) reverseTopologicalPowerOrder(xs []int32) ([]int32, error) {
 
 // senderPower computes the power level of node n's sender as n's own auth
 // events define it (the create event standing in for v12, whose events do
-// not cite it), once per node.
+// not cite it), once per node. Power levels are parsed once per (power
+// levels, create) pair: most events being ordered share them.
 func (r *resolver) senderPower(n int32) error {
 	if r.has(n, flagPowerKnown) {
 		return nil
@@ -101,18 +102,41 @@ func (r *resolver) senderPower(n int32) error {
 	if err != nil {
 		return err
 	}
-	lookup := func(typ, stateKey string) *event.Event {
-		if r.create != nil && typ == event.TypeCreate && stateKey == "" {
-			return r.create
+	key := [2]int32{-1, -1} // power levels and create among n's auth events
+	for _, a := range authNodes {
+		switch ae := r.nodes[a].ev; {
+		case !ae.StateKeyEquals(""):
+		case ae.Type() == event.TypePowerLevels && key[0] < 0:
+			key[0] = a
+		case ae.Type() == event.TypeCreate && key[1] < 0:
+			key[1] = a
 		}
-		for _, a := range authNodes {
-			if ae := r.nodes[a].ev; ae.Type() == typ && ae.StateKeyEquals(stateKey) {
-				return ae
-			}
+	}
+	lookup := func(typ, stateKey string) *event.Event {
+		switch {
+		case stateKey != "":
+		case typ == event.TypeCreate && r.create != nil:
+			return r.create
+		case typ == event.TypeCreate && key[1] >= 0:
+			return r.nodes[key[1]].ev
+		case typ == event.TypePowerLevels && key[0] >= 0:
+			return r.nodes[key[0]].ev
 		}
 		return nil
 	}
-	r.nodes[n].power = auth.SenderPowerLevel(r.nodes[n].ev, lookup)
+	ev := r.nodes[n].ev
+	pl, ok := r.powerLevels[key]
+	if !ok {
+		if pl, err = auth.PowerLevelsFor(lookup); err != nil {
+			// Unreadable power levels: let auth apply its fallback (0, or
+			// infinite for a v12 creator) to this event alone.
+			r.nodes[n].power = auth.SenderPowerLevel(ev, lookup)
+			r.set(n, flagPowerKnown)
+			return nil
+		}
+		r.powerLevels[key] = pl
+	}
+	r.nodes[n].power = pl.UserLevel(ev.Sender())
 	r.set(n, flagPowerKnown)
 	return nil
 }

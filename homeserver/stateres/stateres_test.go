@@ -265,6 +265,37 @@ func TestStateResetConflictedSubgraph(t *testing.T) {
 	})
 }
 
+// The auth difference brings in an intermediate power levels event only one
+// fork's chain holds:
+//
+//	setup, bob and carol join (PL0: bob 50)
+//	          |
+//	   +------+--------------+
+//	   |                     |
+//	alice: PL1, bob 100    alice: topic
+//	   |
+//	bob: PL2, carol 75
+//
+// The conflicted events are PL0 and PL2 (and the topic). PL1 is in the
+// first fork's full auth chain only, so it is in the auth difference and is
+// replayed between them; without it PL2 would be checked against PL0, where
+// bob's 50 may not grant 75. (In v2.1 PL1 is also in the conflicted state
+// subgraph, on the path PL2 → PL1 → PL0.)
+func TestAuthDifferenceReplayed(t *testing.T) {
+	forVersions(t, func(t *testing.T, version string) {
+		r := newRoom(t, version)
+		b := r.create(map[string]int64{bob: 50})
+		b.join(bob)
+		b.join(carol)
+		a, c := b, b.fork()
+		a.powerLevels(alice, map[string]int64{bob: 100})
+		pl2 := a.powerLevels(bob, map[string]int64{bob: 100, carol: 75})
+		c.topic(alice, "elsewhere")
+		got := r.resolve(a, c)
+		r.expect(got, keyPL, pl2)
+	})
+}
+
 // Equal timestamps fall back to event IDs, in both orderings:
 //
 //	     setup

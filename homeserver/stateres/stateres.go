@@ -157,7 +157,7 @@ type resolver struct {
 	nodes  []node
 	index  map[string]int32
 	recent [256]idSlot
-	walk  uint32
+	walk   uint32
 	// Reused walk stacks: stack for plain walks, memoStack for reaches,
 	// which may run while a plain walk is under way.
 	stack, memoStack []int32

@@ -704,3 +704,31 @@ func (c *client) sendAndPrivateReceipt(t *testing.T, reader *client, roomID stri
 	ev := c.send(roomID, text("private read"))
 	reader.must("POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read.private/"+ev, map[string]any{})
 }
+
+// Two identical room creations at once must give two rooms (v12 room IDs
+// are hashes of the create event), and long passwords work whole.
+func TestIdenticalCreatesAndLongPasswords(t *testing.T) {
+	s := newServer(t)
+	alice := s.register("alice")
+	ids := make(chan string, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			r := alice.do("POST", "/_matrix/client/v3/createRoom", map[string]any{})
+			ids <- r.str("room_id")
+		}()
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 8; i++ {
+		id := <-ids
+		if id == "" || seen[id] {
+			t.Fatalf("createRoom gave %q twice or failed", id)
+		}
+		seen[id] = true
+	}
+	long := strings.Repeat("correct horse battery staple ", 5)
+	anon := s.anon()
+	anon.must("POST", "/_matrix/client/v3/register", map[string]any{"username": "longpw", "password": long, "auth": map[string]any{"type": "m.login.dummy"}})
+	anon.must("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "longpw", "password": long})
+	anon.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "longpw", "password": long[:72]})
+	anon.fails(400, "M_INVALID_PARAM", "POST", "/_matrix/client/v3/register", map[string]any{"username": "toolong", "password": strings.Repeat("x", 513), "auth": map[string]any{"type": "m.login.dummy"}})
+}

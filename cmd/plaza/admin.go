@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver/id"
+	pwhash "plaza/homeserver/password"
 	"plaza/homeserver/storage"
 )
 
@@ -104,10 +104,8 @@ func (a app) createUser(ctx context.Context, args []string) int {
 			return a.usageError(c, "the password read from standard input is empty")
 		}
 	}
-	// bcrypt ignores everything past 72 bytes; refusing is more honest than
-	// accepting a password whose tail does not count.
-	if len(pw) > 72 {
-		return a.usageError(c, "--password: at most 72 bytes")
+	if len(pw) > pwhash.MaxLength {
+		return a.usageError(c, "--password: at most %d bytes", pwhash.MaxLength)
 	}
 	cfg, code, ok := a.loadConfig(c, *configPath)
 	if !ok {
@@ -122,14 +120,14 @@ func (a app) createUser(ctx context.Context, args []string) int {
 	if len(userID) > id.MaxLength {
 		return a.usageError(c, "user ID %s is longer than %d bytes", userID, id.MaxLength)
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.DefaultCost)
+	hash, err := pwhash.Hash(pw, 0)
 	if err != nil {
 		fmt.Fprintf(a.stderr, "plaza %s: hashing the password: %v\n", c.name, err)
 		return exitFailed
 	}
 	err = a.withDatabase(ctx, cfg, log, func(db *storage.DB) error {
 		err := db.CreateAccount(ctx, storage.Account{
-			UserID: userID, Localpart: localpart, PasswordHash: string(hash), IsAdmin: *isAdmin, DisplayName: localpart,
+			UserID: userID, Localpart: localpart, PasswordHash: hash, IsAdmin: *isAdmin, DisplayName: localpart,
 		}, time.Now().UnixMilli())
 		if errors.Is(err, storage.ErrExists) {
 			return fmt.Errorf("user %s already exists", userID)

@@ -8,10 +8,10 @@ import (
 	"log/slog"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver"
 	"plaza/homeserver/event"
+	"plaza/homeserver/password"
 	"plaza/homeserver/room"
 	"plaza/homeserver/storage"
 )
@@ -64,12 +64,12 @@ func ensureDemoUser(ctx context.Context, db *storage.DB, userID string, u demoUs
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return false, err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(demoPassword), bcrypt.DefaultCost)
+	hash, err := password.Hash(demoPassword, 0)
 	if err != nil {
 		return false, err
 	}
 	err = db.CreateAccount(ctx, storage.Account{
-		UserID: userID, Localpart: u.localpart, PasswordHash: string(hash), DisplayName: u.displayName,
+		UserID: userID, Localpart: u.localpart, PasswordHash: hash, DisplayName: u.displayName,
 	}, time.Now().UnixMilli())
 	if errors.Is(err, storage.ErrExists) {
 		return false, nil

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/id"
+	"plaza/homeserver/password"
 	"plaza/homeserver/storage"
 )
 
@@ -123,8 +123,8 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	if len(req.Password) > 512 {
-		httpapi.Fail(w, r, httpapi.InvalidParam("password is longer than 512 bytes"))
+	if len(req.Password) > password.MaxLength {
+		httpapi.Fail(w, r, httpapi.InvalidParam("password is longer than %d bytes", password.MaxLength))
 		return
 	}
 
@@ -158,12 +158,12 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 
 	hash := ""
 	if req.Password != "" {
-		h, err := bcrypt.GenerateFromPassword([]byte(req.Password), a.cfg.BcryptCost)
+		h, err := password.Hash(req.Password, a.cfg.BcryptCost)
 		if err != nil {
 			httpapi.Fail(w, r, err)
 			return
 		}
-		hash = string(h)
+		hash = h
 	}
 	userID := "@" + localpart + ":" + a.cfg.ServerName
 	if err := a.db.CreateAccount(ctx, storage.Account{UserID: userID, Localpart: localpart, PasswordHash: hash, DisplayName: localpart}, a.now().UnixMilli()); err != nil {
@@ -360,7 +360,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 			httpapi.Fail(w, r, err)
 			return
 		}
-		if bcrypt.CompareHashAndPassword([]byte(acct.PasswordHash), []byte(req.Password)) != nil {
+		if !password.Check(acct.PasswordHash, req.Password) {
 			httpapi.Fail(w, r, httpapi.Forbidden("invalid user name or password"))
 			return
 		}
@@ -468,7 +468,7 @@ func (a *API) checkPasswordUIA(r *http.Request, rq *httpapi.Requester, auth *aut
 	if err != nil {
 		return err
 	}
-	if acct.PasswordHash == "" || bcrypt.CompareHashAndPassword([]byte(acct.PasswordHash), []byte(auth.Password)) != nil {
+	if !password.Check(acct.PasswordHash, auth.Password) {
 		return uiaChallenge(auth.sessionOrNew(), flows, nil, httpapi.Forbidden("invalid password"))
 	}
 	return nil
@@ -489,16 +489,16 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	if req.NewPassword == "" || len(req.NewPassword) > 512 {
-		httpapi.Fail(w, r, httpapi.Custom(http.StatusBadRequest, "M_WEAK_PASSWORD", "new_password must be 1 to 512 bytes"))
+	if req.NewPassword == "" || len(req.NewPassword) > password.MaxLength {
+		httpapi.Fail(w, r, httpapi.Custom(http.StatusBadRequest, "M_WEAK_PASSWORD", "new_password must be 1 to %d bytes", password.MaxLength))
 		return
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(req.NewPassword), a.cfg.BcryptCost)
+	h, err := password.Hash(req.NewPassword, a.cfg.BcryptCost)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	if err := a.db.SetPassword(r.Context(), rq.UserID, string(h)); err != nil {
+	if err := a.db.SetPassword(r.Context(), rq.UserID, h); err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}

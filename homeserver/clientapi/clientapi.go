@@ -56,9 +56,6 @@ type API struct {
 
 // New builds the API.
 func New(cfg Config, db *storage.DB, rooms *room.Service) *API {
-	if cfg.BcryptCost == 0 {
-		cfg.BcryptCost = 10
-	}
 	return &API{cfg: cfg, db: db, rooms: rooms, now: time.Now, limiter: newLimiter(cfg.RateLimit)}
 }
 

@@ -52,6 +52,10 @@ type Service struct {
 
 	mu    sync.Mutex
 	rooms map[string]*roomEntry
+	// lastCreateTS makes create events' timestamps strictly increasing: a
+	// version 12 room ID is the create event's hash, so two identical
+	// createRoom requests in the same millisecond would otherwise collide.
+	lastCreateTS int64
 
 	subsMu sync.RWMutex
 	subs   []func(Notification)
@@ -407,7 +411,11 @@ func (s *Service) CreateRoom(ctx context.Context, v *event.RoomVersion, creator 
 	if !v.RoomIDFromCreate {
 		roomID = "!" + randomString(18) + ":" + s.serverName
 	}
-	create, err := builder.BuildCreate(v, roomID, creator, createContent, s.now().UnixMilli(), builder.Signer{ServerName: s.serverName, Key: s.key})
+	s.mu.Lock()
+	ts := max(s.now().UnixMilli(), s.lastCreateTS+1)
+	s.lastCreateTS = ts
+	s.mu.Unlock()
+	create, err := builder.BuildCreate(v, roomID, creator, createContent, ts, builder.Signer{ServerName: s.serverName, Key: s.key})
 	if errors.Is(err, auth.ErrForbidden) {
 		return "", fmt.Errorf("%w: %w", ErrForbidden, err)
 	}

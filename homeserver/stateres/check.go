@@ -53,10 +53,13 @@ type authEntry struct {
 // neither way.
 func (r *resolver) iterativeAuthChecks(order []int32, ps *partialState) error {
 	var entries []authEntry
-	put := func(k event.TypeKey, ev *event.Event) {
+	// put records ev for key k; over an existing entry only if override.
+	put := func(k event.TypeKey, ev *event.Event, override bool) {
 		for i := range entries {
 			if entries[i].key == k {
-				entries[i].ev = ev
+				if override {
+					entries[i].ev = ev
+				}
 				return
 			}
 		}
@@ -88,7 +91,7 @@ func (r *resolver) iterativeAuthChecks(order []int32, ps *partialState) error {
 		}
 		for _, a := range authNodes {
 			if ak, ok := r.nodes[a].ev.TypeKey(); ok && !r.rejected(a) {
-				put(ak, r.nodes[a].ev)
+				put(ak, r.nodes[a].ev, false)
 			}
 		}
 		for _, k := range keys {
@@ -97,12 +100,12 @@ func (r *resolver) iterativeAuthChecks(order []int32, ps *partialState) error {
 				return err
 			}
 			if ok && !r.rejected(m) {
-				put(k, r.nodes[m].ev)
+				put(k, r.nodes[m].ev, true)
 			}
 		}
 		if r.create != nil {
 			// Version 12: the room ID stands for the create event.
-			put(event.TypeKey{Type: event.TypeCreate}, r.create)
+			put(event.TypeKey{Type: event.TypeCreate}, r.create, true)
 		}
 		if auth.Allowed(ev, lookup) == nil {
 			ps.overlay[tk] = n

@@ -1,13 +1,3 @@
-// Package stateres owns room state resolution: given the states after the tips
-// of several forks of one room's DAG, it computes the single state that an
-// event citing all of those tips starts from. It implements state resolution
-// v2 (room versions 6–11) and v2.1 (room version 12), as specified in the room
-// version pages ("State resolution") of the Matrix specification.
-//
-// The package is pure computation: events come from the caller's EventSource
-// and authorisation is delegated to package auth. A Resolve call keeps
-// everything it learns (auth edges, sender power levels, mainline positions)
-// for its own duration only, so callers may resolve concurrently.
 package stateres
 
 import (
@@ -47,7 +37,8 @@ var ErrInvalidState = errors.New("stateres: invalid input")
 // Resolve resolves several state sets of one room (the states after each
 // fork's tip) into one, with the algorithm of room version v. The result does
 // not depend on the order of states. The input maps are not modified; the
-// result is a new map.
+// result is a new map. See the package documentation for how the spec's
+// open points are read.
 func Resolve(v *event.RoomVersion, states []StateMap, src EventSource) (StateMap, error) {
 	if v == nil {
 		return nil, fmt.Errorf("%w: nil room version", ErrInvalidState)
@@ -180,21 +171,20 @@ func (r *resolver) node(id string) (int32, error) {
 	var slot *idSlot
 	if l := len(id); l >= 2 {
 		slot = &r.recent[(int(id[l-1])<<3^int(id[l-2]))&(len(r.recent)-1)]
-		if slot.id == id && slot.set {
+		if slot.id == id {
 			return slot.n, nil
 		}
 	}
 	n, err := r.lookupNode(id)
 	if err == nil && slot != nil {
-		*slot = idSlot{id: id, n: n, set: true}
+		*slot = idSlot{id: id, n: n}
 	}
 	return n, err
 }
 
 type idSlot struct {
-	id  string
-	n   int32
-	set bool
+	id string
+	n  int32
 }
 
 func (r *resolver) lookupNode(id string) (int32, error) {
@@ -332,12 +322,12 @@ func (r *resolver) resolve() (StateMap, error) {
 		return nil, err
 	}
 
-	// Step 5: the unconflicted state map has the last word. Keys only the
-	// overlay holds are conflicted keys or keys of events that came in
-	// through the auth difference.
-	// Cloning the first state and taking its conflicted keys out copies the
-	// map's tables wholesale, several times faster than inserting the
-	// unconflicted entries one by one.
+	// Step 5: the unconflicted state map has the last word. Cloning the
+	// first state and taking its conflicted keys out copies the map's tables
+	// wholesale, several times faster than inserting the unconflicted
+	// entries one by one. The overlay then adds the conflicted keys it
+	// resolved, and any other key an event of the full conflicted set
+	// brought in.
 	out := maps.Clone(r.states[0])
 	for k := range r.conflictedKeys {
 		delete(out, k)

@@ -303,7 +303,7 @@ func Allowed(ev *event.Event, state StateLookup) error {
 		}
 		return c.deny(err.Error(), 3, 4)
 	}
-	if c.v.RoomIDFromCreate && ev.RoomID() != "!"+strings.TrimPrefix(create.ID(), "$") {
+	if c.v.RoomIDFromCreate && !namesCreate(ev.RoomID(), create.ID()) {
 		return c.deny(fmt.Sprintf("room_id %s is not the create event %s", ev.RoomID(), create.ID()), 2)
 	}
 	if c.create.noFederate && id.ServerOf(ev.Sender()) != id.ServerOf(create.Sender()) {
@@ -343,6 +343,12 @@ func Allowed(ev *event.Event, state StateLookup) error {
 		return c.checkPowerLevels(senderLevel)
 	}
 	return nil
+}
+
+// namesCreate reports whether a v12 room ID is the create event's ID with
+// the sigil "!" for "$" (compared in place: this runs for every event).
+func namesCreate(roomID, createID string) bool {
+	return len(roomID) > 1 && len(roomID) == len(createID) && roomID[0] == '!' && createID[0] == '$' && roomID[1:] == createID[1:]
 }
 
 // checkCreate is rule 1. It applies to every event of type m.room.create,

@@ -96,27 +96,22 @@ func (s *Service) fetchRemote(_ context.Context, serverName, mediaID string) (*r
 // not uploaded yet. An upload in this process wakes the wait at once; one in
 // another process is seen by the periodic re-read.
 func (s *Service) awaitUpload(ctx context.Context, mediaID string, wait time.Duration) (*record, error) {
+	m, err := s.localRecord(ctx, mediaID)
+	if err != nil || !m.pending() {
+		return m, err
+	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
-	var poll *time.Ticker
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
 	for {
 		woken, leave := s.uploads.wait(mediaID)
-		m, err := s.getRecord(ctx, mediaID)
-		if err != nil {
+		// Read again once registered, so that an upload completing just
+		// before cannot be missed.
+		m, err := s.localRecord(ctx, mediaID)
+		if err != nil || !m.pending() {
 			leave()
-			return nil, err
-		}
-		switch {
-		case m == nil, m.pending() && !m.expires.After(s.now()):
-			leave()
-			return nil, httpapi.NotFound("media not found")
-		case !m.pending():
-			leave()
-			return m, nil
-		}
-		if poll == nil {
-			poll = time.NewTicker(time.Second)
-			defer poll.Stop()
+			return m, err
 		}
 		select {
 		case <-woken:
@@ -130,6 +125,19 @@ func (s *Service) awaitUpload(ctx context.Context, mediaID string, wait time.Dur
 		}
 		leave()
 	}
+}
+
+// localRecord returns local media, uploaded or pending; unknown IDs and
+// expired reservations are not found.
+func (s *Service) localRecord(ctx context.Context, mediaID string) (*record, error) {
+	m, err := s.getRecord(ctx, mediaID)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil || m.pending() && !m.expires.After(s.now()) {
+		return nil, httpapi.NotFound("media not found")
+	}
+	return m, nil
 }
 
 // download serves GET …/download/{serverName}/{mediaId}[/{fileName}], on the

@@ -1019,3 +1019,32 @@ func BenchmarkThumbnail(b *testing.B) {
 		}
 	})
 }
+
+func FuzzJPEGOrientation(f *testing.F) {
+	plain := encodeJPEG(f, image.NewGray(image.Rect(0, 0, 8, 8)))
+	f.Add(plain)
+	f.Add(withOrientation(plain, 6))
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xE1, 0, 10, 'E', 'x', 'i', 'f', 0, 0, 'M', 'M'})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if o := jpegOrientation(bytes.NewReader(data)); o < orientNormal || o > orientRotate270 {
+			t.Fatalf("orientation %d", o)
+		}
+	})
+}
+
+func FuzzDecideContentType(f *testing.F) {
+	f.Add("text/html", []byte("<html>"))
+	f.Add("image/png", []byte("\x89PNG\r\n\x1a\n"))
+	f.Add("", []byte{0, 1, 2})
+	f.Fuzz(func(t *testing.T, declared string, head []byte) {
+		ct := decideContentType(declared, head)
+		if _, _, err := mime.ParseMediaType(ct); err != nil {
+			t.Fatalf("decideContentType(%q, %q) = %q, not a media type: %v", declared, head, ct, err)
+		}
+		// Content the sniffer calls HTML is never stored as a type that
+		// is served inline.
+		if baseType(http.DetectContentType(head)) == "text/html" && inlineSafe(ct) {
+			t.Fatalf("HTML stored as %q, which is served inline", ct)
+		}
+	})
+}

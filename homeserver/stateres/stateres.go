@@ -328,7 +328,7 @@ func (r *resolver) resolve() (StateMap, error) {
 	// entries one by one. The overlay then adds the conflicted keys it
 	// resolved, and any other key an event of the full conflicted set
 	// brought in.
-	out := maps.Clone(r.states[0])
+	out := clone(r.states[0])
 	for k := range r.conflictedKeys {
 		delete(out, k)
 	}

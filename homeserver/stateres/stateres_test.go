@@ -382,6 +382,27 @@ func TestKeyMissingFromOneState(t *testing.T) {
 	})
 }
 
+// An empty (even nil) state against a full one: every key is conflicted, and
+// the full state's events, all allowed against their own auth events, come
+// through.
+func TestEmptyState(t *testing.T) {
+	forVersions(t, func(t *testing.T, version string) {
+		r := newRoom(t, version)
+		b := r.create(map[string]int64{bob: 50})
+		b.join(bob)
+		b.topic(bob, "hi")
+		for _, empty := range []StateMap{nil, {}} {
+			got, err := Resolve(r.v, []StateMap{empty, b.state}, r.store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(got, b.state) {
+				t.Errorf("got %v, want %v", got, b.state)
+			}
+		}
+	})
+}
+
 func TestErrors(t *testing.T) {
 	r := newRoom(t, "11")
 	b := r.create(nil)

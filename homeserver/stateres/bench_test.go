@@ -124,3 +124,54 @@ func TestBigRoomShape(t *testing.T) {
 		}
 	})
 }
+
+// countingStore counts the events Resolve loads.
+type countingStore struct {
+	*store
+	loads int
+}
+
+func (s *countingStore) Event(id string) (*event.Event, error) {
+	s.loads++
+	return s.store.Event(id)
+}
+
+// The cost model of the package documentation: one fork changes the power
+// levels twice, the other leaves them alone.
+//
+//	setup, 300 members
+//	       |
+//	   +---+----------+
+//	   |              |
+//	  PL1           topic
+//	   |
+//	  PL2
+//
+// PL1 is in the first fork's full auth chain only, so it is a candidate for
+// the auth difference, and v2 must read every unconflicted member's auth
+// events to learn whether one of them cites it. In v2.1 PL1 lies between the
+// conflicted PL2 and PL0, so the conflicted state subgraph already holds it
+// and the members are never read.
+func TestUnconflictedChainsWalkedOnlyWhenNeeded(t *testing.T) {
+	forVersions(t, func(t *testing.T, version string) {
+		r := newRoom(t, version)
+		b := r.create(nil)
+		for i := range 300 {
+			b.join(fmt.Sprintf("@u%05d:%s", i, server))
+		}
+		a, c := b, b.fork()
+		a.powerLevels(alice, map[string]int64{bob: 50})
+		pl2 := a.powerLevels(alice, map[string]int64{bob: 100})
+		c.topic(alice, "t")
+		src := &countingStore{store: r.store}
+		got, err := Resolve(r.v, []StateMap{a.state, c.state}, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.expect(got, keyPL, pl2)
+		walked := src.loads > 300
+		if want := version == "11"; walked != want {
+			t.Errorf("%d events loaded; walked the members: %v, want %v", src.loads, walked, want)
+		}
+	})
+}

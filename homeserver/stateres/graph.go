@@ -7,20 +7,12 @@ import (
 	"plaza/homeserver/event"
 )
 
-// authDifference computes the auth difference and marks it (with the
-// conflicted state set) as the full conflicted set. It returns every node in
-// the conflicted events' auth closures, a set closed under auth ancestry that
-// contains the full conflicted set and every auth chain walked later.
-//
-// The spec defines the full auth chain C_i of a state S_i over all of its
-// events. Computing those for states with tens of thousands of members would
-// dominate the cost of a resolution that changes a handful of keys, so it is
-// split: with U the unconflicted events and their auth chains (common to every
-// C_i) and D_i the conflicted events of S_i with their auth chains,
-// C_i = U ∪ D_i, hence ∪C_i − ∩C_i = (∪D_i − ∩D_i) − U. Each D_i is small;
-// U is walked only when some event of ∪D_i − ∩D_i could be in it, and only
-// until every such event has been found there.
-func (r *resolver) authDifference(conflicted []int32) ([]int32, error) {
+// conflictedClosures walks, for each state S_i, the auth closure D_i of its
+// conflicted events (the events and their auth chains), counting in
+// node.sets how many closures hold each node. It returns the union of the
+// closures: a set closed under auth ancestry that contains the full
+// conflicted set and every auth chain walked later.
+func (r *resolver) conflictedClosures(conflicted []int32) ([]int32, error) {
 	var union []int32
 	stack := r.stack[:0]
 	for i, s := range r.states {
@@ -50,16 +42,31 @@ func (r *resolver) authDifference(conflicted []int32) ([]int32, error) {
 			stack = append(stack, auth...)
 		}
 	}
+	r.stack = stack
+	return union, nil
+}
 
+// authDifference adds the auth difference to the full conflicted set.
+//
+// The spec defines the full auth chain C_i of a state S_i over all of its
+// events. Computing those for states with tens of thousands of members would
+// dominate the cost of a resolution that changes a handful of keys, so it is
+// split: with U the unconflicted events and their auth chains (common to every
+// C_i) and D_i the closures conflictedClosures walked, C_i = U ∪ D_i, hence
+// ∪C_i − ∩C_i = (∪D_i − ∩D_i) − U. U is walked only when some event of
+// ∪D_i − ∩D_i, not already in the full conflicted set (as conflicted events
+// and, in v2.1, the conflicted state subgraph are), could be in it, and only
+// until every such event has been found there.
+func (r *resolver) authDifference(union []int32) error {
 	all := int32(len(r.states))
 	open := 0
 	for _, n := range union {
-		if r.nodes[n].sets == all || r.has(n, flagConflicted) {
+		if r.nodes[n].sets == all || r.has(n, flagFull) {
 			continue
 		}
 		// An unconflicted state event is in every state and so in every C_i:
-		// a state's own events count as part of its full auth chain (see
-		// Resolve).
+		// a state's own events count as part of its full auth chain (see the
+		// package documentation).
 		if r.isUnconflictedValue(n) {
 			continue
 		}
@@ -67,18 +74,18 @@ func (r *resolver) authDifference(conflicted []int32) ([]int32, error) {
 		open++
 	}
 	if open > 0 {
-		var err error
-		if stack, err = r.markUnconflictedChains(stack, open); err != nil {
-			return nil, err
+		stack, err := r.markUnconflictedChains(r.stack, open)
+		if err != nil {
+			return err
 		}
+		r.stack = stack
 	}
 	for _, n := range union {
 		if r.has(n, flagCandidate) && !r.has(n, flagInUnconflictedChain) {
 			r.set(n, flagFull)
 		}
 	}
-	r.stack = stack
-	return union, nil
+	return nil
 }
 
 // markUnconflictedChains walks the auth chains of the unconflicted state

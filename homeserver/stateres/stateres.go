@@ -273,7 +273,7 @@ func (r *resolver) resolve() (StateMap, error) {
 	if err != nil {
 		return nil, err
 	}
-	union, err := r.authDifference(conflicted)
+	union, err := r.conflictedClosures(conflicted)
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +281,9 @@ func (r *resolver) resolve() (StateMap, error) {
 		if err := r.conflictedSubgraph(union); err != nil {
 			return nil, err
 		}
+	}
+	if err := r.authDifference(union); err != nil {
+		return nil, err
 	}
 	if err := r.loadCreate(); err != nil {
 		return nil, err

@@ -732,3 +732,29 @@ func TestIdenticalCreatesAndLongPasswords(t *testing.T) {
 	anon.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "longpw", "password": long[:72]})
 	anon.fails(400, "M_INVALID_PARAM", "POST", "/_matrix/client/v3/register", map[string]any{"username": "toolong", "password": strings.Repeat("x", 513), "auth": map[string]any{"type": "m.login.dummy"}})
 }
+
+func TestMediaThroughTheHomeserver(t *testing.T) {
+	s := newServer(t)
+	alice := s.register("alice")
+	req, _ := http.NewRequest("POST", s.URL+"/_matrix/media/v3/upload?filename=hello.txt", strings.NewReader("hello media"))
+	req.Header.Set("Authorization", "Bearer "+alice.token)
+	req.Header.Set("Content-Type", "text/plain")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up struct {
+		ContentURI string `json:"content_uri"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&up)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(up.ContentURI, "mxc://plaza.test/") {
+		t.Fatalf("upload: %d %+v", resp.StatusCode, up)
+	}
+	path := strings.TrimPrefix(up.ContentURI, "mxc://")
+	r := alice.do("GET", "/_matrix/client/v1/media/download/"+path, nil)
+	if r.Status != 200 || string(r.Raw) != "hello media" {
+		t.Fatalf("authenticated download: %d %q", r.Status, r.Raw)
+	}
+	s.anon().fails(401, "M_MISSING_TOKEN", "GET", "/_matrix/client/v1/media/download/"+path, nil)
+}

@@ -20,6 +20,7 @@ import (
 	"plaza/homeserver/clientapi"
 	"plaza/homeserver/ephemeral"
 	"plaza/homeserver/httpapi"
+	"plaza/homeserver/media"
 	"plaza/homeserver/room"
 	"plaza/homeserver/signing"
 	"plaza/homeserver/storage"
@@ -38,6 +39,8 @@ type Config struct {
 	BcryptCost int
 	// AccessTokenLifetime makes tokens expire and enables refresh tokens.
 	AccessTokenLifetime time.Duration
+	// MaxUploadBytes bounds media uploads (0: the media package's default).
+	MaxUploadBytes int64
 }
 
 // Server is a running homeserver.
@@ -51,6 +54,7 @@ type Server struct {
 	Sync    *sync.Service
 	// Ephemeral serves typing, receipts and presence.
 	Ephemeral *ephemeral.Service
+	Media     *media.Service
 }
 
 // New assembles a homeserver on an open, migrated database.
@@ -74,7 +78,11 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	}, db, rooms)
 	syncer := sync.New(db, rooms, tracker)
 	eph := ephemeral.New(db, rooms, tracker, syncer)
-	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph}, nil
+	med, err := media.New(media.Config{Dir: filepath.Join(cfg.DataDir, "media"), ServerName: cfg.ServerName, MaxUploadBytes: cfg.MaxUploadBytes}, db)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med}, nil
 }
 
 // Handler returns the homeserver's HTTP handler (client API and discovery).
@@ -82,6 +90,7 @@ func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(httpapi.CORS)
 	s.Client.Routes(r, s.Sync.Routes, s.Ephemeral.Routes)
+	s.Media.Routes(r, s.Client.Authenticate)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
 	})

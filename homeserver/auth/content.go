@@ -166,94 +166,10 @@ func stringLevel(s string) (int64, bool) {
 	return n, true
 }
 
-// eachMember calls fn with each member of the canonical JSON object obj, in
-// order, until fn returns false. Keys are given raw, escapes undecoded: the
-// callers look for plain ASCII names, which canonical JSON never escapes.
-// It is canonicaljson.Get for callers that want several members in one
-// pass; like Get it trusts obj to be canonical, and fails rather than
-// panics when it is not even an object.
+// eachMember walks a canonical object's members (raw keys, values).
 func eachMember(obj []byte, fn func(rawKey, val []byte) bool) error {
-	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+	if err := canonicaljson.EachMember(obj, fn); err != nil {
 		return errNotObject
 	}
-	end := len(obj) - 1
-	for i := 1; i < end; {
-		kEnd, ok := skipString(obj, i)
-		if !ok || kEnd >= end || obj[kEnd] != ':' {
-			return errNotObject
-		}
-		vEnd, ok := skipValue(obj, kEnd+1)
-		if !ok || vEnd > end {
-			return errNotObject
-		}
-		if !fn(obj[i+1:kEnd-1], obj[kEnd+1:vEnd]) {
-			return nil
-		}
-		switch i = vEnd; {
-		case obj[i] == ',':
-			i++
-		case i != end:
-			return errNotObject
-		}
-	}
 	return nil
-}
-
-// skipString returns the index just past the string starting at b[i].
-func skipString(b []byte, i int) (int, bool) {
-	if i >= len(b) || b[i] != '"' {
-		return 0, false
-	}
-	for j := i + 1; ; j++ {
-		// Strings are long runs without quotes: find the next quote, then
-		// see whether an odd number of backslashes escapes it.
-		q := bytes.IndexByte(b[j:], '"')
-		if q < 0 {
-			return 0, false
-		}
-		j += q
-		n := 0
-		for k := j - 1; k > i && b[k] == '\\'; k-- {
-			n++
-		}
-		if n%2 == 0 {
-			return j + 1, true
-		}
-	}
-}
-
-// skipValue returns the index just past the value starting at b[i].
-func skipValue(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return 0, false
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				e, ok := skipString(b, j)
-				if !ok {
-					return 0, false
-				}
-				j = e - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth--; depth == 0 {
-					return j + 1, true
-				}
-			}
-		}
-		return 0, false
-	default:
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' {
-			j++
-		}
-		return j, j > i
-	}
 }

@@ -322,3 +322,24 @@ func skipValue(b []byte, i int) (int, bool) {
 	}
 	return 0, false
 }
+
+// EachMember calls fn with the raw key (escapes intact, no quotes) and the
+// value of each member of the canonical object obj, in order, until fn
+// returns false. Values alias obj and are canonical themselves.
+func EachMember(obj []byte, fn func(rawKey, value []byte) bool) error {
+	it := objectIter{obj: obj}
+	for it.next() {
+		if !fn(it.key, obj[it.valStart:it.valEnd]) {
+			return nil
+		}
+	}
+	return it.err
+}
+
+// UnescapeKey returns a raw key (as EachMember gives it) as a Go string.
+func UnescapeKey(rawKey []byte) string {
+	if bytes.IndexByte(rawKey, '\\') < 0 {
+		return string(rawKey)
+	}
+	return string(unescapeCanonical(nil, rawKey))
+}

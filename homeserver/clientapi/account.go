@@ -435,7 +435,9 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 	rq := requester(r)
-	if err := a.db.DeleteDevices(r.Context(), rq.UserID, []string{rq.DeviceID}); err != nil {
+	err := a.db.DeleteDevices(r.Context(), rq.UserID, []string{rq.DeviceID})
+	a.tokens.forgetUser(requester(r).UserID)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
@@ -443,7 +445,9 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) {
-	if err := a.db.DeleteDevices(r.Context(), requester(r).UserID, nil); err != nil {
+	err := a.db.DeleteDevices(r.Context(), requester(r).UserID, nil)
+	a.tokens.forgetUser(requester(r).UserID)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
@@ -503,7 +507,9 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.LogoutDevices == nil || *req.LogoutDevices {
-		if err := a.db.DeleteOtherSessions(r.Context(), rq.UserID, rq.DeviceID); err != nil {
+		err := a.db.DeleteOtherSessions(r.Context(), rq.UserID, rq.DeviceID)
+		a.tokens.forgetUser(requester(r).UserID)
+		if err != nil {
 			httpapi.Fail(w, r, err)
 			return
 		}
@@ -525,7 +531,9 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	if err := a.db.Deactivate(r.Context(), rq.UserID); err != nil {
+	err := a.db.Deactivate(r.Context(), rq.UserID)
+	a.tokens.forgetUser(requester(r).UserID)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
@@ -647,7 +655,9 @@ func (a *API) deleteDeviceList(w http.ResponseWriter, r *http.Request, devices [
 		httpapi.Fail(w, r, err)
 		return
 	}
-	if err := a.db.DeleteDevices(r.Context(), rq.UserID, devices); err != nil {
+	err := a.db.DeleteDevices(r.Context(), rq.UserID, devices)
+	a.tokens.forgetUser(requester(r).UserID)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}

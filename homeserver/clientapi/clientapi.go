@@ -52,6 +52,7 @@ type API struct {
 	now     func() time.Time
 	limiter *limiter
 	txns    singleflight.Group
+	tokens  sessionCache
 }
 
 // New builds the API.
@@ -141,7 +142,7 @@ func (a *API) Authenticate(next http.Handler) http.Handler {
 			httpapi.Fail(w, r, httpapi.MissingToken())
 			return
 		}
-		s, err := a.db.SessionByToken(r.Context(), token)
+		s, err := a.tokens.lookup(r.Context(), a.db, token, a.now())
 		if errors.Is(err, storage.ErrNotFound) {
 			httpapi.Fail(w, r, httpapi.UnknownToken(false))
 			return

@@ -39,15 +39,17 @@ func (a *API) V1Routes(r chi.Router) {
 }
 
 // sendTxn runs a /send or /redact once per (device, txnID): retries of the
-// same transaction get the first answer.
-func (a *API) sendTxn(w http.ResponseWriter, r *http.Request, endpoint string, do func() (*room.Result, error)) {
+// same transaction get the first answer. The transaction ID is stored with
+// the event, in the same database transaction, so the check costs a lookup
+// and no extra commit; concurrent retries in this process share one send.
+func (a *API) sendTxn(w http.ResponseWriter, r *http.Request, redaction bool, do func() (*room.Result, error)) {
 	ctx := r.Context()
 	rq := requester(r)
 	txnID := chi.URLParam(r, "txnID")
-	key := rq.UserID + "\x00" + rq.DeviceID + "\x00" + endpoint + "\x00" + txnID
+	key := rq.UserID + "\x00" + rq.DeviceID + "\x00" + strconv.FormatBool(redaction) + "\x00" + txnID
 	v, err, _ := a.txns.Do(key, func() (any, error) {
-		if prev, err := a.db.TxnResult(ctx, rq.UserID, rq.DeviceID, endpoint, txnID); err == nil {
-			return prev, nil
+		if id, err := a.db.EventByTxn(ctx, rq.UserID, rq.DeviceID, txnID, redaction); err == nil {
+			return id, nil
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
 		}
@@ -55,17 +57,13 @@ func (a *API) sendTxn(w http.ResponseWriter, r *http.Request, endpoint string, d
 		if err != nil {
 			return nil, err
 		}
-		body := mustJSON(map[string]string{"event_id": res.Event.ID()})
-		if err := a.db.SaveTxnResult(context.WithoutCancel(ctx), rq.UserID, rq.DeviceID, endpoint, txnID, body, a.now().UnixMilli()); err != nil {
-			return nil, err
-		}
-		return []byte(body), nil
+		return res.Event.ID(), nil
 	})
 	if err != nil {
 		httpapi.Fail(w, r, roomErr(err))
 		return
 	}
-	httpapi.RespondRaw(w, http.StatusOK, v.([]byte))
+	httpapi.Respond(w, http.StatusOK, map[string]string{"event_id": v.(string)})
 }
 
 func (a *API) send(w http.ResponseWriter, r *http.Request) {
@@ -89,7 +87,7 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.BadJSON("use the /redact endpoint to redact events"))
 		return
 	}
-	a.sendTxn(w, r, "send", func() (*room.Result, error) {
+	a.sendTxn(w, r, false, func() (*room.Result, error) {
 		res, err := a.rooms.Send(context.WithoutCancel(r.Context()), roomID, room.Request{
 			Sender: rq.UserID, Type: typ, Content: body, TxnDevice: rq.DeviceID, TxnID: txnID})
 		return &res, err
@@ -114,7 +112,7 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request) {
 	if req.Reason != "" {
 		content["reason"] = req.Reason
 	}
-	a.sendTxn(w, r, "redact", func() (*room.Result, error) {
+	a.sendTxn(w, r, true, func() (*room.Result, error) {
 		res, err := a.rooms.Send(context.WithoutCancel(r.Context()), roomID, room.Request{
 			Sender: rq.UserID, Type: event.TypeRedaction, Content: mustJSON(content), Redacts: target,
 			TxnDevice: rq.DeviceID, TxnID: txnID})

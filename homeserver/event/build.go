@@ -60,8 +60,11 @@ func (p *Proto) Build(v *RoomVersion, serverName string, key signing.Key) (*Even
 	redacts := ""
 	if p.Type == TypeRedaction && p.Redacts != "" {
 		if v.RedactsInContent {
-			rb, _ := canonicaljson.Marshal(p.Redacts)
-			if content, err = withMember(content, "redacts", rb); err != nil {
+			rb, err := canonicaljson.AppendString(nil, p.Redacts)
+			if err != nil {
+				return nil, malformed("redacts: %v", err)
+			}
+			if content, err = canonicaljson.Set(content, "redacts", rb); err != nil {
 				return nil, err
 			}
 		} else {
@@ -163,11 +166,11 @@ func (p *Proto) Build(v *RoomVersion, serverName string, key signing.Key) (*Even
 }
 
 func appendString(b []byte, s string) ([]byte, error) {
-	enc, err := canonicaljson.Marshal(s)
+	out, err := canonicaljson.AppendString(b, s)
 	if err != nil {
 		return nil, malformed("%v", err)
 	}
-	return append(b, enc...), nil
+	return out, nil
 }
 
 func appendStrings(b []byte, list []string) ([]byte, error) {
@@ -199,7 +202,7 @@ func hashAndSign(v *RoomVersion, obj []byte, serverName string, key signing.Key)
 		return nil, nil, "", err
 	}
 	hash = encodeBase64(ch[:])
-	if obj, err = withMember(obj, "hashes", []byte(`{"sha256":"`+hash+`"}`)); err != nil {
+	if obj, err = canonicaljson.Set(obj, "hashes", []byte(`{"sha256":"`+hash+`"}`)); err != nil {
 		return nil, nil, "", err
 	}
 	if covered, err = signable(v, obj); err != nil {
@@ -210,7 +213,7 @@ func hashAndSign(v *RoomVersion, obj []byte, serverName string, key signing.Key)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if obj, err = withMember(obj, "signatures", sigs); err != nil {
+	if obj, err = canonicaljson.Set(obj, "signatures", sigs); err != nil {
 		return nil, nil, "", err
 	}
 	return obj, covered, hash, nil

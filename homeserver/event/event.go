@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
 	"plaza/homeserver/canonicaljson"
@@ -194,6 +195,9 @@ func parseCanonical(v *RoomVersion, pdu, unsigned []byte) (*Event, error) {
 }
 
 func fromCanonical(v *RoomVersion, pdu, unsigned []byte, eventID string) (*Event, error) {
+	if err := checkKeyCase(pdu); err != nil {
+		return nil, err
+	}
 	var w wire
 	if err := json.Unmarshal(pdu, &w); err != nil {
 		return nil, malformed("%v", err)
@@ -290,15 +294,7 @@ func (e *Event) validate(w *wire) error {
 	}
 	if w.Type == TypeRedaction {
 		if v.RedactsInContent {
-			var c struct {
-				Redacts *string `json:"redacts"`
-			}
-			if err := json.Unmarshal(w.Content, &c); err != nil {
-				return malformed("redaction content: %v", err)
-			}
-			if c.Redacts != nil {
-				e.redacts = *c.Redacts
-			}
+			e.redacts, _ = stringMember(w.Content, "redacts")
 		} else if w.Redacts != nil {
 			e.redacts = *w.Redacts
 		}
@@ -311,6 +307,8 @@ func (e *Event) validate(w *wire) error {
 
 // ContentHash returns the hashes.sha256 value the event carries.
 func (e *Event) ContentHash() string { return e.contentHash }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // Signatures returns the signatures object, keyed by server then key ID.
 func (e *Event) Signatures() (map[string]map[string]string, error) {
@@ -325,21 +323,58 @@ func (e *Event) Signatures() (map[string]map[string]string, error) {
 
 // CreatorIDs returns the room creators named by a create event: its sender
 // (or content.creator before v11) and, in v12, additional_creators.
+// Malformed entries are left out (the auth rules reject such create events).
 func (e *Event) CreatorIDs() []string {
-	var c struct {
-		Creator            string   `json:"creator"`
-		AdditionalCreators []string `json:"additional_creators"`
-	}
-	_ = json.Unmarshal(e.content, &c)
 	if !e.version.ImplicitCreator {
-		if c.Creator == "" {
-			return nil
+		if c, ok := stringMember(e.content, "creator"); ok && c != "" {
+			return []string{c}
 		}
-		return []string{c.Creator}
+		return nil
 	}
 	out := []string{e.sender}
-	if e.version.PrivilegedCreators {
-		out = append(out, c.AdditionalCreators...)
+	if !e.version.PrivilegedCreators {
+		return out
+	}
+	raw, ok, err := canonicaljson.Get(e.content, "additional_creators")
+	if err != nil || !ok {
+		return out
+	}
+	var list []any
+	if json.Unmarshal(raw, &list) != nil {
+		return out
+	}
+	for _, x := range list {
+		if s, ok := x.(string); ok && s != "" {
+			out = append(out, s)
+		}
 	}
 	return out
+}
+
+// pduFields are the top-level keys the wire struct decodes.
+var pduFields = []string{"auth_events", "content", "depth", "hashes", "origin_server_ts", "prev_events",
+	"redacts", "room_id", "sender", "signatures", "state_key", "type"}
+
+// checkKeyCase rejects a PDU that spells one of the format's keys with other
+// capitals and lacks the real one: encoding/json matches keys without
+// regard to case, so {"Sender": ...} would otherwise pass for a sender that
+// redaction (and so the event ID and signatures) does not cover.
+func checkKeyCase(pdu []byte) error {
+	var bad string
+	present := map[string]bool{}
+	_ = canonicaljson.EachMember(pdu, func(rawKey, _ []byte) bool {
+		present[string(rawKey)] = true
+		return true
+	})
+	for k := range present {
+		for _, f := range pduFields {
+			if k != f && strings.EqualFold(k, f) && !present[f] {
+				bad = k
+			}
+		}
+	}
+	if bad != "" {
+		return malformed("unknown key %q (keys are lowercase)", bad)
+	}
+	return nil
 }

@@ -526,3 +526,43 @@ func BenchmarkParseMessage1K(b *testing.B) {
 		}
 	}
 }
+
+// encoding/json matches keys regardless of case; the PDU format must not.
+func TestParseRejectsMiscapitalisedKeys(t *testing.T) {
+	v := MustVersion("11")
+	m := validPDU()
+	delete(m, "sender")
+	m["Sender"] = "@u:example.org"
+	b, _ := json.Marshal(m)
+	if _, err := Parse(v, b); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("PDU with only \"Sender\": %v", err)
+	}
+	// An extra capitalised key next to the real one is just an unknown key.
+	m = validPDU()
+	m["Type"] = "x"
+	b, _ = json.Marshal(m)
+	ev, err := Parse(v, b)
+	if err != nil || ev.Type() != "m.room.message" {
+		t.Fatalf("extra capitalised key: %v", err)
+	}
+	// Content keys are exact too.
+	key := testKey(t)
+	p := Proto{Type: TypeRedaction, Sender: "@u:example.org", RoomID: "!r:example.org", Content: json.RawMessage(`{"Redacts":"$victim"}`),
+		PrevEvents: []string{"$p"}, AuthEvents: []string{"$a"}, Depth: 2}
+	red, err := p.Build(v, "example.org", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if red.Redacts() != "" {
+		t.Fatalf("\"Redacts\" taken as redacts: %q", red.Redacts())
+	}
+	cp := Proto{Type: TypeCreate, StateKey: strptr(""), Sender: "@a:example.org", RoomID: "!r:example.org",
+		Content: json.RawMessage(`{"Creator":"@mallory:example.org"}`), Depth: 1}
+	create, err := cp.Build(MustVersion("6"), "example.org", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := create.CreatorIDs(); len(got) != 0 {
+		t.Fatalf("\"Creator\" taken as creator: %v", got)
+	}
+}

@@ -107,7 +107,7 @@ func redactJSON(v *RoomVersion, obj []byte) ([]byte, error) {
 func redactContent(content []byte, keys []string, signedOnly3PI bool) ([]byte, error) {
 	if len(keys) == 0 {
 		if len(content) == 0 || content[0] != '{' {
-			return nil, errNotObject
+			return nil, malformed("content is not an object")
 		}
 		return []byte("{}"), nil
 	}

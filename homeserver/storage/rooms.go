@@ -374,11 +374,13 @@ func (db *DB) SaveTxnResult(ctx context.Context, userID, deviceID, endpoint, txn
 	return err
 }
 
-// EventTxn looks up an event by its sender's transaction (the /send
-// idempotency check, race-free through the unique index).
-func (db *DB) EventByTxn(ctx context.Context, sender, deviceID, txnID string) (string, error) {
+// EventByTxn looks up the event a device's /send (or, with redaction set,
+// /redact) transaction made: the idempotency check, which costs no extra
+// write because the transaction ID is stored with the event.
+func (db *DB) EventByTxn(ctx context.Context, sender, deviceID, txnID string, redaction bool) (string, error) {
 	var id string
-	err := db.Pool.QueryRow(ctx, `SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3`, sender, deviceID, txnID).Scan(&id)
+	err := db.Pool.QueryRow(ctx, `SELECT event_id FROM events WHERE sender = $1 AND txn_device = $2 AND txn_id = $3
+		AND (type = 'm.room.redaction') = $4`, sender, deviceID, txnID, redaction).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}

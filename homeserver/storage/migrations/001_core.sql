@@ -122,7 +122,9 @@ CREATE INDEX events_room_stream ON events (room_nid, stream_pos) WHERE stream_po
 CREATE INDEX events_room_ts ON events (room_nid, origin_ts);
 CREATE INDEX events_relates ON events (relates_to, rel_type) WHERE relates_to IS NOT NULL;
 CREATE INDEX events_thread ON events (room_nid, thread_root) WHERE thread_root IS NOT NULL;
-CREATE UNIQUE INDEX events_txn ON events (sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+-- Transaction IDs are scoped per device and endpoint: /send and /redact may
+-- reuse each other's IDs, and redactions are the only events /redact makes.
+CREATE UNIQUE INDEX events_txn ON events (sender, txn_device, (type = 'm.room.redaction'), txn_id) WHERE txn_id IS NOT NULL;
 
 CREATE TABLE event_edges (
     event_nid      BIGINT NOT NULL REFERENCES events,

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-
 	"plaza/homeserver/id"
 	pwhash "plaza/homeserver/password"
 	"plaza/homeserver/storage"

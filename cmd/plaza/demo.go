@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"time"
 
-
 	"plaza/homeserver"
 	"plaza/homeserver/event"
 	"plaza/homeserver/password"

@@ -41,7 +41,6 @@ var (
 // maxBatch bounds the events one transaction writes.
 const maxBatch = 128
 
-
 // Service is the writer and state cache of all rooms.
 type Service struct {
 	db         *storage.DB

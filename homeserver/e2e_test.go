@@ -758,3 +758,117 @@ func TestMediaThroughTheHomeserver(t *testing.T) {
 	}
 	s.anon().fails(401, "M_MISSING_TOKEN", "GET", "/_matrix/client/v1/media/download/"+path, nil)
 }
+
+func TestRefreshDeactivateKnockUpgradeAndMore(t *testing.T) {
+	s := newServer(t, func(c *homeserver.Config) { c.AccessTokenLifetime = time.Hour })
+	alice, bob := s.register("alice"), s.register("bob")
+	anon := s.anon()
+
+	// Refresh tokens: asked for at login, swapped once, the old pair dies.
+	l := anon.must("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "bob", "password": "secret-bob", "refresh_token": true})
+	if l.str("refresh_token") == "" || l.Body["expires_in_ms"] == nil {
+		t.Fatalf("login without refresh token: %s", l.Raw)
+	}
+	rf := anon.must("POST", "/_matrix/client/v3/refresh", map[string]any{"refresh_token": l.str("refresh_token")})
+	fresh := &client{t: t, base: s.URL, token: rf.str("access_token")}
+	fresh.must("GET", "/_matrix/client/v3/account/whoami", nil)
+	(&client{t: t, base: s.URL, token: l.str("access_token")}).fails(401, "M_UNKNOWN_TOKEN", "GET", "/_matrix/client/v3/account/whoami", nil)
+	anon.fails(401, "M_UNKNOWN_TOKEN", "POST", "/_matrix/client/v3/refresh", map[string]any{"refresh_token": l.str("refresh_token")})
+
+	// Capabilities list the room versions.
+	caps := alice.must("GET", "/_matrix/client/v3/capabilities", nil)
+	if !strings.Contains(string(caps.Raw), `"default":"12"`) {
+		t.Fatalf("capabilities: %s", caps.Raw)
+	}
+
+	// Knocking on a knock room, then being let in.
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"initial_state": []any{
+		map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "knock"}}}}).str("room_id")
+	bob.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/join/"+roomID, nil)
+	bob.must("POST", "/_matrix/client/v3/knock/"+roomID, map[string]any{"reason": "let me in"})
+	if m := alice.must("GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.member/"+bob.UserID, nil); m.str("membership") != "knock" {
+		t.Fatalf("knock membership: %s", m.Raw)
+	}
+	alice.must("POST", "/_matrix/client/v3/rooms/"+roomID+"/invite", map[string]any{"user_id": bob.UserID})
+	bob.must("POST", "/_matrix/client/v3/join/"+roomID, nil)
+
+	// members?at shows the membership as of a token.
+	tok := alice.sync("", 0).str("next_batch")
+	bob.must("POST", "/_matrix/client/v3/rooms/"+roomID+"/leave", nil)
+	at := alice.must("GET", "/_matrix/client/v3/rooms/"+roomID+"/members?at="+tok+"&membership=join", nil)
+	if n := len(at.Body["chunk"].([]any)); n != 2 {
+		t.Fatalf("members at the earlier token: %d, want 2: %s", n, at.Raw)
+	}
+	now := alice.must("GET", "/_matrix/client/v3/rooms/"+roomID+"/members?membership=join", nil)
+	if n := len(now.Body["chunk"].([]any)); n != 1 {
+		t.Fatalf("members now: %d, want 1", n)
+	}
+
+	// timestamp_to_event.
+	first := alice.send(roomID, text("first"))
+	time.Sleep(5 * time.Millisecond)
+	ts := time.Now().UnixMilli()
+	time.Sleep(5 * time.Millisecond)
+	second := alice.send(roomID, text("second"))
+	if r := alice.must("GET", fmt.Sprintf("/_matrix/client/v1/rooms/%s/timestamp_to_event?ts=%d&dir=b", roomID, ts), nil); r.str("event_id") != first {
+		t.Fatalf("timestamp_to_event backwards: %s", r.Raw)
+	}
+	if r := alice.must("GET", fmt.Sprintf("/_matrix/client/v1/rooms/%s/timestamp_to_event?ts=%d&dir=f", roomID, ts), nil); r.str("event_id") != second {
+		t.Fatalf("timestamp_to_event forwards: %s", r.Raw)
+	}
+	alice.fails(400, "M_INVALID_PARAM", "GET", "/_matrix/client/v1/rooms/"+roomID+"/timestamp_to_event?ts=x&dir=f", nil)
+
+	// Upgrade: a new room of the new version, a tombstone in the old one.
+	up := alice.must("POST", "/_matrix/client/v3/rooms/"+roomID+"/upgrade", map[string]any{"new_version": "11"})
+	newRoom := up.str("replacement_room")
+	tomb := alice.must("GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.tombstone", nil)
+	if tomb.str("replacement_room") != newRoom {
+		t.Fatalf("tombstone: %s", tomb.Raw)
+	}
+	create := alice.must("GET", "/_matrix/client/v3/rooms/"+newRoom+"/state/m.room.create", nil)
+	if create.str("room_version") != "11" || create.Body["predecessor"].(map[string]any)["room_id"] != roomID {
+		t.Fatalf("new room's create: %s", create.Raw)
+	}
+	if jr := alice.must("GET", "/_matrix/client/v3/rooms/"+newRoom+"/state/m.room.join_rules", nil); jr.str("join_rule") != "knock" {
+		t.Fatalf("join rules not carried over: %s", jr.Raw)
+	}
+	bob.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+newRoom+"/upgrade", map[string]any{"new_version": "12"})
+	alice.fails(400, "M_UNSUPPORTED_ROOM_VERSION", "POST", "/_matrix/client/v3/rooms/"+newRoom+"/upgrade", map[string]any{"new_version": "3"})
+
+	// Deactivation: password UIA, then the account is gone from its rooms.
+	pub := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+pub, nil)
+	bob.fails(401, "", "POST", "/_matrix/client/v3/account/deactivate", map[string]any{})
+	bob.must("POST", "/_matrix/client/v3/account/deactivate", map[string]any{"auth": map[string]any{"type": "m.login.password", "user": "bob", "password": "secret-bob"}})
+	bob.fails(401, "M_UNKNOWN_TOKEN", "GET", "/_matrix/client/v3/account/whoami", nil)
+	anon.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "bob", "password": "secret-bob"})
+	if m := alice.must("GET", "/_matrix/client/v3/rooms/"+pub+"/state/m.room.member/"+bob.UserID, nil); m.str("membership") != "leave" {
+		t.Fatalf("deactivated user still in the room: %s", m.Raw)
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	s := newServer(t, func(c *homeserver.Config) { c.RateLimit = true })
+	alice := s.register("alice")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{}).str("room_id")
+	var limited response
+	for i := 0; i < 300; i++ {
+		r := alice.do("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/rl%d", roomID, i), text("spam"))
+		if r.Status == 429 {
+			limited = r
+			break
+		}
+	}
+	if limited.Status != 429 || limited.str("errcode") != "M_LIMIT_EXCEEDED" || limited.Body["retry_after_ms"] == nil {
+		t.Fatalf("no 429 after a burst of sends: %d %s", limited.Status, limited.Raw)
+	}
+	// Logins are limited per IP.
+	anon := s.anon()
+	got429 := false
+	for i := 0; i < 30 && !got429; i++ {
+		got429 = anon.do("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "alice", "password": "wrong"}).Status == 429
+	}
+	if !got429 {
+		t.Fatal("no 429 after a burst of failed logins")
+	}
+}

@@ -206,34 +206,46 @@ func (db *DB) PersistEvents(ctx context.Context, room *Room, batch []NewEvent, c
 			}
 		}
 		group := room.StateGroup
+		// Message events need nothing back but their NID, so runs of them
+		// go to the server as one pipelined batch: one round trip for a
+		// whole group commit instead of one per event.
+		var pending []int
+		pipe := &pgx.Batch{}
+		flush := func() error {
+			if len(pending) == 0 {
+				return nil
+			}
+			br := tx.SendBatch(ctx, pipe)
+			for _, i := range pending {
+				if err := br.QueryRow().Scan(&out[i].NID); err != nil {
+					br.Close()
+					return fmt.Errorf("inserting event %s: %w", batch[i].Event.ID(), err)
+				}
+			}
+			pending, pipe = nil, &pgx.Batch{}
+			return br.Close()
+		}
 		for i := range batch {
 			ne := &batch[i]
 			ev := ne.Event
 			relType, relatesTo, threadRoot := relationOf(ev)
+			args := []any{ev.ID(), room.NID, ne.StreamPos, ev.Depth(), ev.Type(), ev.StateKey(), ev.Sender(), ev.OriginServerTS(), ev.JSON(),
+				group, ne.Rejected, ne.SoftFailed, relType, relatesTo, threadRoot, ne.TxnDevice, ne.TxnID, ev.PrevEventIDs(), ne.ApplyRedaction, ev.Redacts()}
+			if !ev.IsState() || ne.Rejected || ne.SoftFailed {
+				pipe.Queue(insertEventSQL, args...)
+				pending = append(pending, i)
+				out[i] = Persisted{StateAfter: group, ChainLen: chainLen}
+				continue
+			}
+			if err := flush(); err != nil {
+				return err
+			}
 			var nid int64
-			err := tx.QueryRow(ctx, `
-				INSERT INTO events (event_id, room_nid, stream_pos, depth, type, state_key, sender, origin_ts, json,
-					state_before, rejected, soft_failed, rel_type, relates_to, thread_root, txn_device, txn_id)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12, NULLIF($13, ''), NULLIF($14, ''),
-					NULLIF($15, ''), NULLIF($16, ''), NULLIF($17, ''))
-				RETURNING event_nid`,
-				ev.ID(), room.NID, ne.StreamPos, ev.Depth(), ev.Type(), ev.StateKey(), ev.Sender(), ev.OriginServerTS(), ev.JSON(),
-				group, ne.Rejected, ne.SoftFailed, relType, relatesTo, threadRoot, ne.TxnDevice, ne.TxnID).Scan(&nid)
-			if err != nil {
+			if err := tx.QueryRow(ctx, insertEventSQL, args...).Scan(&nid); err != nil {
 				return fmt.Errorf("inserting event %s: %w", ev.ID(), err)
 			}
-			for _, prev := range ev.PrevEventIDs() {
-				if _, err := tx.Exec(ctx, `INSERT INTO event_edges (event_nid, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, nid, prev); err != nil {
-					return fmt.Errorf("inserting edges of %s: %w", ev.ID(), err)
-				}
-			}
-			if ne.ApplyRedaction && ev.Redacts() != "" {
-				if _, err := tx.Exec(ctx, `UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL`, ev.Redacts(), ev.ID()); err != nil {
-					return fmt.Errorf("applying redaction %s: %w", ev.ID(), err)
-				}
-			}
 			p := Persisted{NID: nid, StateAfter: group, ChainLen: chainLen}
-			if ev.IsState() && !ne.Rejected && !ne.SoftFailed {
+			{
 				var membership *string
 				if ev.Type() == event.TypeMember {
 					membership = &ne.Membership
@@ -253,6 +265,7 @@ func (db *DB) PersistEvents(ctx context.Context, room *Room, batch []NewEvent, c
 				// current_state now is the state after this event, so a
 				// snapshot is a copy of it.
 				prev := group
+				var err error
 				if ne.Snapshot || prev == 0 {
 					err = tx.QueryRow(ctx, `INSERT INTO state_groups (room_nid, prev_group, chain_len) VALUES ($1, NULL, 0) RETURNING group_nid`,
 						room.NID).Scan(&group)
@@ -279,11 +292,19 @@ func (db *DB) PersistEvents(ctx context.Context, room *Room, batch []NewEvent, c
 			out[i] = p
 		}
 		last := out[len(out)-1].StateAfter
-		if _, err := tx.Exec(ctx, `UPDATE rooms SET extremities = $2, state_group = NULLIF($3, 0) WHERE room_nid = $1`,
-			room.NID, extremities, last); err != nil {
+		pipe.Queue(`UPDATE rooms SET extremities = $2, state_group = NULLIF($3, 0) WHERE room_nid = $1`, room.NID, extremities, last)
+		br := tx.SendBatch(ctx, pipe)
+		for _, i := range pending {
+			if err := br.QueryRow().Scan(&out[i].NID); err != nil {
+				br.Close()
+				return fmt.Errorf("inserting event %s: %w", batch[i].Event.ID(), err)
+			}
+		}
+		if _, err := br.Exec(); err != nil {
+			br.Close()
 			return fmt.Errorf("updating room %s: %w", room.RoomID, err)
 		}
-		return nil
+		return br.Close()
 	})
 	if err != nil {
 		return nil, err
@@ -292,6 +313,24 @@ func (db *DB) PersistEvents(ctx context.Context, room *Room, batch []NewEvent, c
 	room.StateGroup = out[len(out)-1].StateAfter
 	return out, nil
 }
+
+// insertEventSQL inserts an event with its DAG edges and, for an allowed
+// redaction, marks the target: one statement, so it can be pipelined.
+const insertEventSQL = `
+	WITH ins AS (
+		INSERT INTO events (event_id, room_nid, stream_pos, depth, type, state_key, sender, origin_ts, json,
+			state_before, rejected, soft_failed, rel_type, relates_to, thread_root, txn_device, txn_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12, NULLIF($13, ''), NULLIF($14, ''),
+			NULLIF($15, ''), NULLIF($16, ''), NULLIF($17, ''))
+		RETURNING event_nid
+	), edges AS (
+		INSERT INTO event_edges (event_nid, prev_event_id)
+		SELECT ins.event_nid, p FROM ins, unnest($18::text[]) AS p
+		ON CONFLICT DO NOTHING
+	), redacted AS (
+		UPDATE events SET redacted_by = $1 WHERE $19::boolean AND event_id = $20 AND redacted_by IS NULL
+	)
+	SELECT event_nid FROM ins`
 
 // relationOf extracts m.relates_to for the relations indexes.
 func relationOf(ev *event.Event) (relType, relatesTo, threadRoot string) {

@@ -56,6 +56,10 @@ type Service struct {
 	tracker    *stream.Tracker
 	extensions []Extension
 
+	// startPos is the stream position when this process started: the change
+	// maps below know nothing older, so a token before it must not wait.
+	startPos int64
+
 	mu         gosync.Mutex
 	roomLatest map[string]int64 // last stream position of each room's timeline
 	userLatest map[string]int64 // last position of something addressed to a user
@@ -64,7 +68,7 @@ type Service struct {
 // New returns the sync service; it subscribes to the room service to learn
 // which rooms and users each new position concerns.
 func New(db *storage.DB, rooms *room.Service, tracker *stream.Tracker) *Service {
-	s := &Service{db: db, rooms: rooms, tracker: tracker, roomLatest: map[string]int64{}, userLatest: map[string]int64{}}
+	s := &Service{db: db, rooms: rooms, tracker: tracker, startPos: tracker.UpTo(), roomLatest: map[string]int64{}, userLatest: map[string]int64{}}
 	rooms.Subscribe(s.onEvents)
 	return s
 }
@@ -105,7 +109,7 @@ func (s *Service) onEvents(n room.Notification) {
 func (s *Service) somethingNew(userID string, rooms []string, since int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.userLatest[userID] > since {
+	if since < s.startPos || s.userLatest[userID] > since {
 		return true
 	}
 	for _, r := range rooms {

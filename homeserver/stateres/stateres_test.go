@@ -59,9 +59,10 @@ func TestBanBeatsJoin(t *testing.T) {
 //	   (PL1: bob 0)        |
 //	                    bob bans carol
 //
-// PL1 and the ban are power events. Kahn's order puts PL0 first (everything
-// else stands on it), then PL1 (alice outranks bob's ban), then carol's join
-// (which the ban stands on), then the ban, which fails against PL1. The
+// PL0, PL1 and the ban are power events, and carol's join (the other value
+// of her key) is in the ban's auth chain. Kahn's order puts PL0 first
+// (everything else stands on it), then PL1 (alice outranks carol, whose join
+// is ready too), then carol's join, then the ban, which fails against PL1. The
 // name, ordered in the mainline phase, fails against PL1 too: the mod's
 // changes are dropped, the demotion stays.
 func TestPowerLevelRevertRace(t *testing.T) {
@@ -122,10 +123,10 @@ func TestTopicMainlineOrder(t *testing.T) {
 //	 bob: JR knock  alice: JR invite
 //	 (ts 2000)      (ts 3000)
 //
-// Both stand on JR0 only through the auth DAG's common part, so neither is
-// the other's ancestor. By timestamp alone alice's would come last; the power
-// level comes first in the comparison, so alice's is applied first and bob's
-// (still allowed: 50 ≥ state_default 50) last.
+// Neither cites the other (join rules are not among a join rules event's auth
+// events), so only the comparison orders them. By timestamp alone alice's
+// would come last; the power level comes first in the comparison, so alice's
+// is applied first and bob's (still allowed: 50 ≥ state_default 50) last.
 func TestPowerOrderingHigherPowerFirst(t *testing.T) {
 	forVersions(t, func(t *testing.T, version string) {
 		r := newRoom(t, version)

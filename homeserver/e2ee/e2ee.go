@@ -1,0 +1,261 @@
+// Package e2ee owns what the homeserver keeps for end-to-end encryption:
+// device identity keys, one-time and fallback keys, cross-signing keys and
+// the signatures uploaded for them, send-to-device messages, and the
+// device-list change log that tells clients whose keys to fetch again. It
+// serves /keys/* and /sendToDevice, and adds to_device, device_lists,
+// device_one_time_keys_count and device_unused_fallback_key_types to /sync as
+// a sync.Extension.
+//
+// Everything a /sync must deliver is written at a stream position (reserved
+// before the write, completed after), so it is ordered with room events and
+// covered by the one sync token:
+//
+//   - A to-device message is stored per recipient device. /sync returns the
+//     oldest pending ones (at most maxToDevicePerSync), notes the response's
+//     position on them, and deletes them when the device next syncs from that
+//     position or a later one — the spec's acknowledgement.
+//   - A device-list change is a row of the change log: keys uploaded, a
+//     device deleted or renamed, cross-signing keys or signatures uploaded.
+//     /sync reports the users of the log who share a room with the syncing
+//     user, plus users who newly share one (from the membership log), and in
+//     "left" those who no longer share any.
+//
+// Devices are deleted by the client API (logout, DELETE /devices, password
+// change, deactivation), which knows nothing of this package. The schema
+// handles it: keys and inboxes reference the device and go with it in the
+// deleting transaction, and a trigger queues the deletion; this service
+// announces queued deletions in the change log the next time any client
+// syncs or asks for /keys/changes. A deletion is therefore announced within
+// one long-poll of any user; it is never lost, because the queue is written
+// in the same transaction as the deletion.
+//
+// Only local users are served for now. Remote users go through the
+// Federation hook, which is nil until federation exists: their keys are then
+// reported as failures of /keys/query and /keys/claim, and to-device
+// messages to them are dropped.
+package e2ee
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"plaza/homeserver/id"
+	"plaza/homeserver/storage"
+	"plaza/homeserver/stream"
+	"plaza/homeserver/sync"
+)
+
+// Limits on what one request may carry or one /sync may deliver.
+const (
+	maxToDevicePerSync   = 100 // the spec's recommendation
+	maxToDeviceMessages  = 10000
+	maxToDeviceContent   = 64 << 10 // as much as an event may hold
+	maxToDeviceBody      = 4 << 20
+	maxOneTimeKeysUpload = 1000
+	maxKeysBody          = 512 << 10
+	maxClaims            = 5000
+	maxQueriedUsers      = 5000
+	maxPendingAnnounced  = 1000
+)
+
+// Notifier wakes a user's /sync long-polls (sync.Service implements it).
+type Notifier interface {
+	NotifyUser(userID string, pos int64)
+}
+
+// Federation reaches other homeservers' e2ee APIs on behalf of local users.
+// It is the hook the federation package will fill; nil means remote users
+// cannot be reached.
+type Federation interface {
+	// QueryKeys asks server for the keys of its users (user ID → device
+	// IDs, empty for all).
+	QueryKeys(ctx context.Context, server string, deviceKeys map[string][]string) (*RemoteKeys, error)
+	// ClaimKeys claims one-time keys of its users' devices (user ID →
+	// device ID → algorithm); the answer is user → device → key ID → key.
+	ClaimKeys(ctx context.Context, server string, claims map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
+	// SendToDevice queues to-device messages (user ID → device ID or "*" →
+	// content) for server's users.
+	SendToDevice(ctx context.Context, server, sender, evType string, messages map[string]map[string]json.RawMessage) error
+}
+
+// RemoteKeys is a remote server's answer to a key query.
+type RemoteKeys struct {
+	DeviceKeys      map[string]map[string]json.RawMessage
+	MasterKeys      map[string]json.RawMessage
+	SelfSigningKeys map[string]json.RawMessage
+}
+
+// Config configures the service.
+type Config struct {
+	ServerName string
+	// Federation reaches remote users' keys and devices; nil until
+	// federation exists.
+	Federation Federation
+}
+
+// Service serves the e2ee endpoints and the /sync extension.
+type Service struct {
+	cfg      Config
+	db       *storage.DB
+	tracker  *stream.Tracker
+	notifier Notifier
+	now      func() time.Time
+}
+
+// New returns the service. Register it with the sync service
+// (AddExtension) and mount Routes behind authentication.
+func New(cfg Config, db *storage.DB, tracker *stream.Tracker, notifier Notifier) *Service {
+	return &Service{cfg: cfg, db: db, tracker: tracker, notifier: notifier, now: time.Now}
+}
+
+// Routes mounts the endpoints on the authenticated /_matrix/client/v3 router.
+func (s *Service) Routes(r chi.Router) {
+	r.Post("/keys/upload", s.uploadKeys)
+	r.Post("/keys/query", s.queryKeys)
+	r.Post("/keys/claim", s.claimKeys)
+	r.Get("/keys/changes", s.keyChanges)
+	r.Post("/keys/device_signing/upload", s.uploadCrossSigningKeys)
+	r.Post("/keys/signatures/upload", s.uploadSignatures)
+	r.Put("/sendToDevice/{eventType}/{txnID}", s.sendToDevice)
+}
+
+// isLocal reports whether a user ID belongs to this server.
+func (s *Service) isLocal(userID string) bool {
+	u, err := id.ParseUserID(userID)
+	return err == nil && u.ServerName == s.cfg.ServerName
+}
+
+// announce wakes whoever a device-list change of userID at pos concerns:
+// userID's own devices and the local users sharing a room with them. It
+// runs after the change committed and before pos is completed, so a
+// long-poll woken by the completion finds it. A failure here loses wake-ups,
+// not data (the change is read from the log at the next sync), so it is
+// logged rather than failing a request whose write succeeded.
+func (s *Service) announce(ctx context.Context, userID string, pos int64) {
+	if s.isLocal(userID) {
+		s.notifier.NotifyUser(userID, pos)
+	}
+	users, err := s.db.UsersSharingRoomsWith(ctx, userID)
+	if err != nil {
+		slog.ErrorContext(ctx, "e2ee: finding whom to tell of a device list change", "user", userID, "err", err)
+		return
+	}
+	for _, u := range users {
+		if u != userID && s.isLocal(u) {
+			s.notifier.NotifyUser(u, pos)
+		}
+	}
+}
+
+// announcePending turns device deletions and renames queued by the database
+// into device-list changes (see the package comment).
+func (s *Service) announcePending(ctx context.Context) error {
+	pending, err := s.db.HasPendingDeviceChanges(ctx)
+	if err != nil || !pending {
+		return err
+	}
+	pos := s.tracker.Reserve()
+	defer s.tracker.Complete(pos)
+	users, err := s.db.AnnouncePendingDeviceChanges(ctx, pos, maxPendingAnnounced)
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		s.announce(ctx, u, pos)
+	}
+	return nil
+}
+
+// NoteRemoteDeviceListChange records that a remote user's device list
+// changed (the federation package calls it for m.device_list_update), so
+// local users sharing a room with them hear of it.
+func (s *Service) NoteRemoteDeviceListChange(ctx context.Context, userID string) error {
+	pos := s.tracker.Reserve()
+	defer s.tracker.Complete(pos)
+	if err := s.db.LogDeviceListChange(ctx, pos, userID); err != nil {
+		return err
+	}
+	s.announce(ctx, userID, pos)
+	return nil
+}
+
+// AddToSync adds the device's to-device messages, the device-list changes
+// (incremental syncs only, as the spec says) and the device's key counts.
+func (s *Service) AddToSync(ctx context.Context, req *sync.Request, resp *sync.Response) error {
+	if err := s.announcePending(ctx); err != nil {
+		return err
+	}
+
+	msgs, more, err := s.db.ToDeviceInbox(ctx, req.UserID, req.DeviceID, req.Since, req.UpTo, maxToDevicePerSync)
+	if err != nil {
+		return err
+	}
+	events := make([]any, len(msgs))
+	for i, m := range msgs {
+		events[i] = toDeviceEvent{Sender: m.Sender, Type: m.Type, Content: m.Content}
+	}
+	resp.ToDevice = &sync.EventList{Events: events}
+	if more {
+		if err := s.flagBacklog(ctx, req.UserID); err != nil {
+			return err
+		}
+	}
+
+	if req.Since > 0 {
+		changed, left, err := s.db.DeviceListChanges(ctx, req.UserID, req.JoinedRooms, req.Since, req.UpTo)
+		if err != nil {
+			return err
+		}
+		if len(changed) > 0 || len(left) > 0 {
+			resp.DeviceLists = &sync.DeviceLists{Changed: changed, Left: left}
+		}
+	}
+
+	counts, err := s.db.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return err
+	}
+	resp.OTKCounts = otkCountsJSON(counts)
+	resp.Fallback = counts.UnusedFallback
+	if resp.Fallback == nil {
+		resp.Fallback = []string{}
+	}
+	return nil
+}
+
+type toDeviceEvent struct {
+	Sender  string          `json:"sender"`
+	Type    string          `json:"type"`
+	Content json.RawMessage `json:"content"`
+}
+
+// flagBacklog makes the client's next /sync return at once when its inbox
+// holds more than one response's share: the response's token is the stream
+// position it was computed at, which the waiting messages are below, so
+// without something new after it the next long-poll would sleep. A fresh
+// position, marked for the user, is that something; it is recorded so that a
+// restart never starts the stream below a token handed out.
+func (s *Service) flagBacklog(ctx context.Context, userID string) error {
+	pos := s.tracker.Reserve()
+	defer s.tracker.Complete(pos)
+	if err := s.db.RaiseStreamMark(ctx, userID, pos); err != nil {
+		return err
+	}
+	s.notifier.NotifyUser(userID, pos)
+	return nil
+}
+
+// otkCountsJSON is the device_one_time_keys_count / one_time_key_counts
+// map. signed_curve25519 is always present, zero or not: older clients only
+// top their one-time keys up when they see a count for it.
+func otkCountsJSON(c storage.OTKCounts) map[string]int {
+	out := map[string]int{"signed_curve25519": 0}
+	for alg, n := range c.OneTime {
+		out[alg] = n
+	}
+	return out
+}

@@ -86,7 +86,7 @@ func isUniqueViolation(err error) bool {
 }
 
 // streamTables are the tables whose rows carry a stream_pos.
-var streamTables = []string{"events", "membership_log", "receipts", "e2ee_to_device", "e2ee_device_list_changes", "e2ee_stream_marks"}
+var streamTables = []string{"events", "membership_log", "receipts", "e2ee_to_device", "e2ee_device_list_changes", "e2ee_stream_marks", "account_data", "push_rules"}
 
 // MaxStreamPositions returns the highest and lowest stream positions in use,
 // to seed the stream tracker at start-up.

@@ -2,8 +2,9 @@
 // database, quickly, against a real server.
 //
 // Each test binary runs one private cluster (package cluster), started the
-// first time a test asks for a database, in a temporary directory, with
-// durability off for speed. Each distinct migrations FS is applied once per
+// first time a test asks for a database, in a temporary directory (on
+// /dev/shm when it is a roomy tmpfs, see baseDir), with durability off for
+// speed. Each distinct migrations FS is applied once per
 // binary to a template database; every test then gets a copy of that
 // template (CREATE DATABASE … TEMPLATE, a file copy of a few megabytes),
 // which is dropped when the test ends. Tests may run in parallel: their
@@ -159,8 +160,9 @@ func (h *harness) createDB(ctx context.Context, name, tmpl string) error {
 	sql := "CREATE DATABASE " + ident(name) + " TEMPLATE " + ident(tmpl)
 	if h.fileCopy {
 		// PostgreSQL 15 made WAL_LOG the default, which writes the whole
-		// template through the WAL: several times slower for databases
-		// this small, and per test that adds up.
+		// template through the WAL. For databases this small the old file
+		// copy is faster: on tmpfs, a median 10 ms against 17 ms one at a
+		// time, and 30 ms against 50 ms four at a time.
 		sql += " STRATEGY FILE_COPY"
 	}
 	if _, err := h.admin.Exec(ctx, sql); err != nil {
@@ -193,7 +195,7 @@ func (h *harness) start(logf func(string, ...any)) error {
 
 func (h *harness) doStart(logf func(string, ...any)) error {
 	removeLeftovers()
-	dir, err := os.MkdirTemp("", dirPrefix+strconv.Itoa(os.Getpid())+"-")
+	dir, err := os.MkdirTemp(baseDir(), dirPrefix+strconv.Itoa(os.Getpid())+"-")
 	if err != nil {
 		return err
 	}
@@ -355,20 +357,41 @@ func dbName(seq uint64, testName string) string {
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
+// shmDir is a RAM-backed file system on most Linux systems.
+const shmDir = "/dev/shm"
+
+// baseDir picks where test clusters live: /dev/shm when it is a tmpfs with
+// room to spare, else the temporary directory. Every test database is a copy
+// of a few hundred files, created and deleted again within seconds; on ext4
+// that churn makes inode allocation slow (the kernel scans for recently
+// deleted inodes), and a copy that takes 10 ms on tmpfs took 100-200 ms in
+// /tmp on the CI machine.
+func baseDir() string {
+	var st syscall.Statfs_t
+	const tmpfsMagic = 0x01021994
+	if err := syscall.Statfs(shmDir, &st); err == nil && st.Type == tmpfsMagic &&
+		st.Bavail*uint64(st.Bsize) >= 2<<30 && syscall.Access(shmDir, 2 /* W_OK */) == nil {
+		return shmDir
+	}
+	return os.TempDir()
+}
+
 // removeLeftovers deletes the directories of earlier test binaries that died
 // without running Main's cleanup (a -timeout panic, a SIGKILL). Their
 // servers died with them (see package cluster), but their files, some 40 MB
-// each, would otherwise accumulate in the temporary directory.
+// each, would otherwise accumulate.
 func removeLeftovers() {
-	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
-	for _, dir := range matches {
-		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), dirPrefix), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid <= 0 {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(dir)
+	for _, base := range []string{shmDir, os.TempDir()} {
+		matches, _ := filepath.Glob(filepath.Join(base, dirPrefix+"*"))
+		for _, dir := range matches {
+			pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(dir), dirPrefix), "-")
+			pid, err := strconv.Atoi(pidStr)
+			if !ok || err != nil || pid <= 0 {
+				continue
+			}
+			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+				os.RemoveAll(dir)
+			}
 		}
 	}
 }

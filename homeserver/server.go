@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"plaza/homeserver/accountdata"
 	"plaza/homeserver/clientapi"
 	"plaza/homeserver/e2ee"
 	"plaza/homeserver/ephemeral"
@@ -58,6 +59,8 @@ type Server struct {
 	Media     *media.Service
 	// E2EE serves keys, to-device messages and device lists.
 	E2EE *e2ee.Service
+	// AccountData serves account data, room tags and push rules.
+	AccountData *accountdata.Service
 }
 
 // New assembles a homeserver on an open, migrated database.
@@ -83,18 +86,19 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	keys := e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db, tracker, syncer)
 	syncer.AddExtension(keys)
 	eph := ephemeral.New(db, rooms, tracker, syncer)
+	acct := accountdata.New(db, tracker, syncer)
 	med, err := media.New(media.Config{Dir: filepath.Join(cfg.DataDir, "media"), ServerName: cfg.ServerName, MaxUploadBytes: cfg.MaxUploadBytes}, db)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med, E2EE: keys}, nil
+	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med, AccountData: acct, E2EE: keys}, nil
 }
 
 // Handler returns the homeserver's HTTP handler (client API and discovery).
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(httpapi.CORS)
-	s.Client.Routes(r, s.Sync.Routes, s.Ephemeral.Routes, s.E2EE.Routes)
+	s.Client.Routes(r, s.Sync.Routes, s.Ephemeral.Routes, s.AccountData.Routes, s.E2EE.Routes)
 	s.Media.Routes(r, s.Client.Authenticate)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))

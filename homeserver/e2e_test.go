@@ -592,6 +592,20 @@ func TestRestartKeepsSyncToken(t *testing.T) {
 	if got := bodies(timeline(r2, roomID)); len(got) != 0 {
 		t.Fatalf("events delivered twice: %v", got)
 	}
+
+	// A token at a position no table holds (typing is in memory) is still
+	// a valid incremental token after another restart.
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+roomID+"/typing/"+alice.UserID, map[string]any{"typing": true, "timeout": 1000})
+	tok3 := alice.sync(r2.str("next_batch"), 0).str("next_batch")
+	ts2.Close()
+	_, ts3 := start()
+	defer ts3.Close()
+	alice.base = ts3.URL
+	alice.send(roomID, text("after the second restart"))
+	r3 := alice.sync(tok3, 5000)
+	if got := bodies(timeline(r3, roomID)); len(got) != 1 || got[0] != "after the second restart" {
+		t.Fatalf("a token at an in-memory position was not resumed after a restart: %v", got)
+	}
 }
 
 func TestProfilesAndUserDirectory(t *testing.T) {

@@ -77,6 +77,11 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 		return nil, err
 	}
 	tracker := stream.NewTracker(hi, lo)
+	tracker.RecordBlocks(func(end int64) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return db.SetStreamHighWater(ctx, end)
+	}, func(err error) { slog.Error("recording the stream high-water mark", "err", err) })
 	rooms := room.New(db, tracker, cfg.ServerName, key)
 	api := clientapi.New(clientapi.Config{
 		ServerName: cfg.ServerName, PublicURL: cfg.PublicURL, Registration: cfg.Registration,

@@ -98,5 +98,17 @@ func (db *DB) MaxStreamPositions(ctx context.Context) (highest, lowest int64, er
 		}
 		highest, lowest = max(highest, hi), min(lowest, lo)
 	}
-	return highest, lowest, nil
+	var mark int64
+	if err := db.Pool.QueryRow(ctx, `SELECT COALESCE(max(pos), 0) FROM stream_high_water`).Scan(&mark); err != nil {
+		return 0, 0, fmt.Errorf("stream high-water mark: %w", err)
+	}
+	return max(highest, mark), lowest, nil
+}
+
+// SetStreamHighWater records that stream positions up to pos may have been
+// handed out.
+func (db *DB) SetStreamHighWater(ctx context.Context, pos int64) error {
+	_, err := db.Pool.Exec(ctx, `INSERT INTO stream_high_water (id, pos) VALUES (true, $1)
+		ON CONFLICT (id) DO UPDATE SET pos = GREATEST(stream_high_water.pos, EXCLUDED.pos)`, pos)
+	return err
 }

@@ -24,7 +24,16 @@ type Tracker struct {
 	inflight map[int64]struct{} // reserved, not yet completed
 	upto     int64              // every position <= upto is complete
 	changed  chan struct{}      // closed and replaced whenever upto advances
+
+	// Positions are handed out in blocks whose end is recorded first, so a
+	// restarted tracker starts above every position ever handed out.
+	blockEnd     int64
+	recordBlock  func(end int64) error
+	recordErrors func(error)
 }
+
+// BlockSize is how many positions are handed out per recorded block.
+const BlockSize = 1000
 
 // NewTracker starts after the highest position already persisted, and below
 // the lowest backfill position already persisted (0 if none).
@@ -32,7 +41,18 @@ func NewTracker(last, lowestBackfill int64) *Tracker {
 	if lowestBackfill > 0 {
 		lowestBackfill = 0
 	}
-	return &Tracker{last: last, upto: last, backfill: lowestBackfill, inflight: map[int64]struct{}{}, changed: make(chan struct{})}
+	return &Tracker{last: last, upto: last, backfill: lowestBackfill, inflight: map[int64]struct{}{}, changed: make(chan struct{}),
+		blockEnd: 1<<62 - 1}
+}
+
+// RecordBlocks makes the tracker call record with the end of each new block
+// of positions before handing out any position in it. A failure is reported
+// to onError and the block is used anyway: refusing to write would be worse
+// than a token that, after a restart, may run ahead of the stream.
+func (t *Tracker) RecordBlocks(record func(end int64) error, onError func(error)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.recordBlock, t.recordErrors, t.blockEnd = record, onError, t.last
 }
 
 // Reserve hands out the next position. The caller must Complete it, whether
@@ -40,6 +60,12 @@ func NewTracker(last, lowestBackfill int64) *Tracker {
 func (t *Tracker) Reserve() int64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.last+1 > t.blockEnd {
+		t.blockEnd = t.last + BlockSize
+		if err := t.recordBlock(t.blockEnd); err != nil && t.recordErrors != nil {
+			t.recordErrors(err)
+		}
+	}
 	t.last++
 	t.inflight[t.last] = struct{}{}
 	return t.last

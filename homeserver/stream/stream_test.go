@@ -104,3 +104,19 @@ func TestConcurrentNeverSkips(t *testing.T) {
 		t.Fatalf("first backfill position %d", b)
 	}
 }
+
+func TestBlocksAreRecordedBeforeUse(t *testing.T) {
+	tr := NewTracker(5, 0)
+	var recorded []int64
+	tr.RecordBlocks(func(end int64) error { recorded = append(recorded, end); return nil }, nil)
+	for i := 0; i < BlockSize+1; i++ {
+		p := tr.Reserve()
+		if len(recorded) == 0 || p > recorded[len(recorded)-1] {
+			t.Fatalf("position %d handed out beyond the recorded block end %v", p, recorded)
+		}
+		tr.Complete(p)
+	}
+	if len(recorded) != 2 || recorded[0] != 5+BlockSize || recorded[1] != 5+2*BlockSize {
+		t.Fatalf("recorded blocks %v", recorded)
+	}
+}

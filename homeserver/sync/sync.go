@@ -136,7 +136,7 @@ type Response struct {
 	ToDevice    *EventList     `json:"to_device,omitempty"`
 	DeviceLists *DeviceLists   `json:"device_lists,omitempty"`
 	OTKCounts   map[string]int `json:"device_one_time_keys_count,omitempty"`
-	Fallback    []string       `json:"device_unused_fallback_key_types,omitempty"`
+	Fallback    []string       `json:"device_unused_fallback_key_types"`
 }
 
 // JoinedRoomSection returns the response's section for a joined room,

@@ -70,15 +70,16 @@ func (s *Service) Routes(r chi.Router) {
 	r.Get("/presence/{userID}/status", s.getPresence)
 }
 
-// bump takes a stream position for an in-memory change and wakes syncs.
-// f applies the change under s.mu with the position.
-func (s *Service) bump(f func(pos int64)) int64 {
+// bump takes a stream position for an in-memory change: f applies the
+// change under s.mu, notify marks who it concerns. Both happen before the
+// position completes, so a sync woken by the stream finds the change.
+func (s *Service) bump(f func(pos int64), notify func(pos int64)) {
 	pos := s.tracker.Reserve()
 	s.mu.Lock()
 	f(pos)
 	s.mu.Unlock()
+	notify(pos)
 	s.tracker.Complete(pos)
-	return pos
 }
 
 func (s *Service) requireJoined(ctx context.Context, roomID, userID string) error {
@@ -125,7 +126,7 @@ func (s *Service) putTyping(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) setTyping(roomID, userID string, typing bool, timeout time.Duration) {
-	pos := s.bump(func(pos int64) {
+	s.bump(func(pos int64) {
 		users := s.typing[roomID]
 		if users == nil {
 			users = map[string]*time.Timer{}
@@ -139,16 +140,14 @@ func (s *Service) setTyping(roomID, userID string, typing bool, timeout time.Dur
 			users[userID] = time.AfterFunc(timeout, func() { s.expireTyping(roomID, userID) })
 		}
 		s.typingPos[roomID] = pos
-	})
-	s.syncer.NotifyRoom(roomID, pos)
+	}, func(pos int64) { s.syncer.NotifyRoom(roomID, pos) })
 }
 
 func (s *Service) expireTyping(roomID, userID string) {
-	pos := s.bump(func(pos int64) {
+	s.bump(func(pos int64) {
 		delete(s.typing[roomID], userID)
 		s.typingPos[roomID] = pos
-	})
-	s.syncer.NotifyRoom(roomID, pos)
+	}, func(pos int64) { s.syncer.NotifyRoom(roomID, pos) })
 }
 
 func (s *Service) postReceipt(w http.ResponseWriter, r *http.Request) {
@@ -219,16 +218,15 @@ func (s *Service) receipt(ctx context.Context, roomID, userID, typ, threadID, ev
 	pos := s.tracker.Reserve()
 	_, err = s.db.PutReceipt(ctx, nid, storage.Receipt{UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID,
 		EventPos: evPos, TS: time.Now().UnixMilli(), StreamPos: pos})
+	if err == nil {
+		if typ == "m.read" {
+			s.syncer.NotifyRoom(roomID, pos)
+		} else {
+			s.syncer.NotifyUser(userID, pos)
+		}
+	}
 	s.tracker.Complete(pos)
-	if err != nil {
-		return err
-	}
-	if typ == "m.read" {
-		s.syncer.NotifyRoom(roomID, pos)
-	} else {
-		s.syncer.NotifyUser(userID, pos)
-	}
-	return nil
+	return err
 }
 
 var validPresence = []string{"online", "offline", "unavailable"}
@@ -256,11 +254,21 @@ func (s *Service) putPresence(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.TooLarge("status_msg is too long"))
 		return
 	}
-	pos := s.bump(func(pos int64) {
+	// Everyone sharing a room with the user hears of the change.
+	rooms, err := s.db.RoomsWithMembership(r.Context(), userID, "join")
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	s.bump(func(pos int64) {
 		s.presence[userID] = presenceState{Presence: req.Presence, StatusMsg: req.StatusMsg, LastActive: time.Now().UnixMilli()}
 		s.presencePos[userID] = pos
+	}, func(pos int64) {
+		s.syncer.NotifyUser(userID, pos)
+		for _, roomID := range rooms {
+			s.syncer.NotifyRoom(roomID, pos)
+		}
 	})
-	s.syncer.NotifyUser(userID, pos)
 	httpapi.Respond(w, http.StatusOK, struct{}{})
 }
 

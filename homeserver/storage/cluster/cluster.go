@@ -247,6 +247,7 @@ func (c *Cluster) stop(ctx context.Context) error {
 	select {
 	case <-c.done:
 		// Already gone on its own: that is a failure worth reporting.
+		os.RemoveAll(c.sockDir)
 		if c.exitErr != nil {
 			return fmt.Errorf("cluster: postgres had exited: %v%s", c.exitErr, c.logTail(0))
 		}
@@ -591,8 +592,9 @@ func processState(pid int, dir string) (alive, ours bool) {
 // name is predictable, an existing entry is accepted only if it is a real
 // directory owned by the server's account and closed to others.
 func prepareSocketDir(dir string, acct *account) (string, error) {
+	removeAbandonedSocketDirs()
 	sum := sha256.Sum256([]byte(dir))
-	sockDir := filepath.Join("/tmp", "plaza-pg-"+hex.EncodeToString(sum[:6]))
+	sockDir := filepath.Join(socketRoot, socketPrefix+hex.EncodeToString(sum[:6]))
 	uid, gid := os.Getuid(), os.Getgid()
 	if acct != nil {
 		uid, gid = int(acct.uid), int(acct.gid)
@@ -621,6 +623,12 @@ func prepareSocketDir(dir string, acct *account) (string, error) {
 			return "", fmt.Errorf("cluster: %w", err)
 		}
 	}
+	// Fresh, so that removeAbandonedSocketDirs in another process leaves it
+	// alone while our server starts.
+	now := time.Now()
+	if err := os.Chtimes(sockDir, now, now); err != nil {
+		return "", fmt.Errorf("cluster: %w", err)
+	}
 	// No postgres runs on this cluster (removeStalePID made sure), so a
 	// socket or lock file left here by a crash is stale, and postgres would
 	// trip over a lock file naming a reused pid just as with postmaster.pid.
@@ -634,6 +642,27 @@ func prepareSocketDir(dir string, acct *account) (string, error) {
 		}
 	}
 	return sockDir, nil
+}
+
+const (
+	socketRoot   = "/tmp"
+	socketPrefix = "plaza-pg-"
+)
+
+// removeAbandonedSocketDirs removes the empty socket directories that servers
+// of Plaza processes killed before they could call Stop leave behind (each
+// cluster has its own, so test runs would otherwise pile them up in /tmp).
+// A live server's directory holds its socket, and rmdir fails on a non-empty
+// directory, so only an idle one that has not been touched for a minute can
+// go; prepareSocketDir touches the one it reuses.
+func removeAbandonedSocketDirs() {
+	matches, _ := filepath.Glob(filepath.Join(socketRoot, socketPrefix+"*"))
+	for _, m := range matches {
+		fi, err := os.Lstat(m)
+		if err == nil && fi.IsDir() && time.Since(fi.ModTime()) > time.Minute {
+			_ = syscall.Rmdir(m) // fails, harmlessly, unless empty
+		}
+	}
 }
 
 // childEnv is the environment for initdb and postgres: ours, minus the libpq

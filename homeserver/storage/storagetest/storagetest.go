@@ -221,9 +221,14 @@ func (h *harness) doStart(logf func(string, ...any)) error {
 	c, err := cluster.Start(ctx, cluster.Options{
 		Dir:    dir,
 		NoSync: true,
-		// Test databases live for seconds: vacuuming them is wasted work
-		// on a small machine.
-		Settings: map[string]string{"autovacuum": "off"},
+		Settings: map[string]string{
+			// Test databases live for seconds: vacuuming them is wasted
+			// work on a small machine.
+			"autovacuum": "off",
+			// The WAL may sit in RAM (baseDir): checkpoint early rather than
+			// let it grow to the server default of 1 GB.
+			"max_wal_size": "256MB",
+		},
 		Logf:     startLogf,
 	})
 	if err != nil {

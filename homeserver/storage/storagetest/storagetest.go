@@ -229,7 +229,7 @@ func (h *harness) doStart(logf func(string, ...any)) error {
 			// let it grow to the server default of 1 GB.
 			"max_wal_size": "256MB",
 		},
-		Logf:     startLogf,
+		Logf: startLogf,
 	})
 	if err != nil {
 		return err

@@ -46,9 +46,12 @@ func Apply(ctx context.Context, conn *pgx.Conn, migrations fs.FS, logf func(form
 	if err != nil {
 		return fmt.Errorf("migration: preparing %s: %w", VersionTable, err)
 	}
-	seq, err := sequential(migrations)
+	seq, names, err := sequential(migrations)
 	if err != nil {
 		return fmt.Errorf("migration: loading: %w", err)
+	}
+	if err := checkApplied(ctx, conn, names); err != nil {
+		return err
 	}
 	if err := m.LoadMigrations(seq); err != nil {
 		if errors.As(err, &migrate.NoMigrationsFoundError{}) {
@@ -86,7 +89,49 @@ func Apply(ctx context.Context, conn *pgx.Conn, migrations fs.FS, logf func(form
 		}
 		return fmt.Errorf("migration: %w", err)
 	}
+	if err := recordApplied(ctx, conn, names); err != nil {
+		return err
+	}
 	logf("migration: schema at version %d (%s)", latest, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// NamesTable records the file names of applied migrations, in order. tern
+// keeps only a count, so a file added with a number below one already
+// applied would silently shift which files the count covers; comparing
+// names catches it.
+const NamesTable = "public.schema_migrations"
+
+func checkApplied(ctx context.Context, conn *pgx.Conn, names []string) error {
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+NamesTable+` (seq INT PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("migration: preparing %s: %w", NamesTable, err)
+	}
+	rows, err := conn.Query(ctx, `SELECT name FROM `+NamesTable+` ORDER BY seq`)
+	if err != nil {
+		return fmt.Errorf("migration: reading %s: %w", NamesTable, err)
+	}
+	applied, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("migration: reading %s: %w", NamesTable, err)
+	}
+	for i, name := range applied {
+		if i >= len(names) {
+			break // a newer binary migrated it; the version check says so
+		}
+		if names[i] != name {
+			return fmt.Errorf("migration: %s is number %d here but the database applied %s there; "+
+				"a new migration must take a number above every existing one", names[i], i+1, name)
+		}
+	}
+	return nil
+}
+
+func recordApplied(ctx context.Context, conn *pgx.Conn, names []string) error {
+	for i, name := range names {
+		if _, err := conn.Exec(ctx, `INSERT INTO `+NamesTable+` (seq, name) VALUES ($1, $2) ON CONFLICT (seq) DO NOTHING`, i+1, name); err != nil {
+			return fmt.Errorf("migration: recording %s: %w", name, err)
+		}
+	}
 	return nil
 }
 
@@ -106,11 +151,12 @@ func ApplyPool(ctx context.Context, pool *pgxpool.Pool, migrations fs.FS, logf f
 var migrationName = regexp.MustCompile(`^(\d+)_(.+\.sql)$`)
 
 // sequential renumbers the migration files 1, 2, 3, … in number order, which
-// is what tern wants, so that numbers in the source tree may have gaps.
-func sequential(fsys fs.FS) (fs.FS, error) {
+// is what tern wants, so that numbers in the source tree may have gaps. It
+// also returns the original names in that order.
+func sequential(fsys fs.FS) (fs.FS, []string, error) {
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	type file struct {
 		num  int
@@ -124,21 +170,23 @@ func sequential(fsys fs.FS) (fs.FS, error) {
 		}
 		n, err := strconv.Atoi(m[1])
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+			return nil, nil, fmt.Errorf("%s: %w", e.Name(), err)
 		}
 		files = append(files, file{n, e.Name()})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].num < files[j].num })
 	out := fstest.MapFS{}
+	names := make([]string, len(files))
 	for i, f := range files {
 		if i > 0 && files[i-1].num == f.num {
-			return nil, fmt.Errorf("two migrations are numbered %d: %s and %s", f.num, files[i-1].name, f.name)
+			return nil, nil, fmt.Errorf("two migrations are numbered %d: %s and %s", f.num, files[i-1].name, f.name)
 		}
 		data, err := fs.ReadFile(fsys, f.name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out[fmt.Sprintf("%03d_%s", i+1, migrationName.FindStringSubmatch(f.name)[2])] = &fstest.MapFile{Data: data}
+		names[i] = f.name
 	}
-	return out, nil
+	return out, names, nil
 }

@@ -201,3 +201,37 @@ func TestConcurrentApplyPool(t *testing.T) {
 		t.Errorf("third migration ran %d times", n)
 	}
 }
+
+// A migration numbered below one already applied is refused by name, not
+// silently skipped (tern alone only counts).
+func TestMigrationAddedBelowAppliedOnesIsRefused(t *testing.T) {
+	conn, pool := connect(t)
+	ctx := context.Background()
+	applied := fstest.MapFS{
+		"001_a.sql": {Data: []byte("CREATE TABLE a (x int);")},
+		"030_c.sql": {Data: []byte("CREATE TABLE c (x int);")},
+	}
+	if err := migration.Apply(ctx, conn, applied, nil); err != nil {
+		t.Fatal(err)
+	}
+	later := fstest.MapFS{
+		"001_a.sql": applied["001_a.sql"],
+		"020_b.sql": {Data: []byte("CREATE TABLE b (x int);")},
+		"030_c.sql": applied["030_c.sql"],
+	}
+	err := migration.Apply(ctx, conn, later, nil)
+	if err == nil || !strings.Contains(err.Error(), "020_b.sql") {
+		t.Fatalf("a migration slipped in below applied ones: %v", err)
+	}
+	if tableExists(t, pool, "b") {
+		t.Fatal("the misnumbered migration ran")
+	}
+	// Numbered above, it runs.
+	later = fstest.MapFS{"001_a.sql": applied["001_a.sql"], "030_c.sql": applied["030_c.sql"], "040_b.sql": later["020_b.sql"]}
+	if err := migration.Apply(ctx, conn, later, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !tableExists(t, pool, "b") || version(t, pool) != 3 {
+		t.Fatal("a well-numbered migration did not run")
+	}
+}

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
@@ -14,9 +15,12 @@ func TestSequentialRenumbersGaps(t *testing.T) {
 		"010_media.sql":    {Data: []byte("b")},
 		"README":           {Data: []byte("ignored")},
 	}
-	out, err := sequential(in)
+	out, names, err := sequential(in)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fmt.Sprint(names) != "[001_core.sql 010_media.sql 030_receipts.sql]" {
+		t.Fatalf("names %v", names)
 	}
 	want := map[string]string{"001_core.sql": "a", "002_media.sql": "b", "003_receipts.sql": "c"}
 	entries, _ := fs.ReadDir(out, ".")
@@ -30,7 +34,7 @@ func TestSequentialRenumbersGaps(t *testing.T) {
 		}
 	}
 	dup := fstest.MapFS{"002_a.sql": {Data: []byte("x")}, "002_b.sql": {Data: []byte("y")}}
-	if _, err := sequential(dup); err == nil || !strings.Contains(err.Error(), "numbered 2") {
+	if _, _, err := sequential(dup); err == nil || !strings.Contains(err.Error(), "numbered 2") {
 		t.Fatalf("duplicate numbers: %v", err)
 	}
 }

@@ -76,55 +76,83 @@ func (p *Proto) Build(v *RoomVersion, serverName string, key signing.Key) (*Even
 		return nil, malformed("invalid room_id %q", p.RoomID)
 	}
 
-	// Assemble the canonical object by hand, keys in sorted order, leaving out
-	// hashes and signatures; they are inserted once computed.
-	var b []byte
-	b = append(b, `{"auth_events":`...)
-	if b, err = appendStrings(b, p.AuthEvents); err != nil {
+	// Assemble the canonical object by hand, keys in sorted order, in three
+	// runs around where "hashes" and "signatures" go: without those two the
+	// runs joined are exactly what the content hash covers, so nothing has
+	// to be parsed again.
+	var head, mid, tail []byte
+	head = append(head, `{"auth_events":`...)
+	if head, err = appendStrings(head, p.AuthEvents); err != nil {
 		return nil, err
 	}
-	b = append(b, `,"content":`...)
-	b = append(b, content...)
-	b = append(b, `,"depth":`...)
-	b = strconv.AppendInt(b, p.Depth, 10)
-	b = append(b, `,"origin_server_ts":`...)
-	b = strconv.AppendInt(b, p.OriginServerTS, 10)
-	b = append(b, `,"prev_events":`...)
-	if b, err = appendStrings(b, p.PrevEvents); err != nil {
+	head = append(head, `,"content":`...)
+	head = append(head, content...)
+	head = append(head, `,"depth":`...)
+	head = strconv.AppendInt(head, p.Depth, 10)
+	mid = append(mid, `,"origin_server_ts":`...)
+	mid = strconv.AppendInt(mid, p.OriginServerTS, 10)
+	mid = append(mid, `,"prev_events":`...)
+	if mid, err = appendStrings(mid, p.PrevEvents); err != nil {
 		return nil, err
 	}
 	if redacts != "" {
-		b = append(b, `,"redacts":`...)
-		if b, err = appendString(b, redacts); err != nil {
+		mid = append(mid, `,"redacts":`...)
+		if mid, err = appendString(mid, redacts); err != nil {
 			return nil, err
 		}
 	}
 	if !isV12Create {
-		b = append(b, `,"room_id":`...)
-		if b, err = appendString(b, p.RoomID); err != nil {
+		mid = append(mid, `,"room_id":`...)
+		if mid, err = appendString(mid, p.RoomID); err != nil {
 			return nil, err
 		}
 	}
-	b = append(b, `,"sender":`...)
-	if b, err = appendString(b, p.Sender); err != nil {
+	mid = append(mid, `,"sender":`...)
+	if mid, err = appendString(mid, p.Sender); err != nil {
 		return nil, err
 	}
 	if p.StateKey != nil {
-		b = append(b, `,"state_key":`...)
-		if b, err = appendString(b, *p.StateKey); err != nil {
+		tail = append(tail, `,"state_key":`...)
+		if tail, err = appendString(tail, *p.StateKey); err != nil {
 			return nil, err
 		}
 	}
-	b = append(b, `,"type":`...)
-	if b, err = appendString(b, p.Type); err != nil {
+	tail = append(tail, `,"type":`...)
+	if tail, err = appendString(tail, p.Type); err != nil {
 		return nil, err
 	}
-	b = append(b, '}')
+	tail = append(tail, '}')
 
-	b, toSign, hash, err := hashAndSign(v, b, serverName, key)
+	h := sha256.New()
+	h.Write(head)
+	h.Write(mid)
+	h.Write(tail)
+	hash := encodeBase64(h.Sum(nil))
+	withHash := make([]byte, 0, len(head)+len(mid)+len(tail)+200)
+	withHash = append(withHash, head...)
+	withHash = append(withHash, `,"hashes":{"sha256":"`...)
+	withHash = append(withHash, hash...)
+	withHash = append(withHash, `"}`...)
+	withHash = append(withHash, mid...)
+	withHash = append(withHash, tail...)
+	toSign, err := signable(v, withHash)
 	if err != nil {
 		return nil, err
 	}
+	b := make([]byte, 0, len(withHash)+len(serverName)+len(key.ID)+120)
+	b = append(b, withHash[:len(withHash)-len(tail)]...)
+	b = append(b, `,"signatures":{`...)
+	if b, err = appendString(b, serverName); err != nil {
+		return nil, err
+	}
+	b = append(b, `:{`...)
+	if b, err = appendString(b, key.ID); err != nil {
+		return nil, err
+	}
+	b = append(b, ':', '"')
+	b = append(b, signing.SignBytes(toSign, key)...)
+	b = append(b, `"}}`...)
+	b = append(b, tail...)
 	if len(b) > MaxPDUSize {
 		return nil, fmt.Errorf("%w: %d bytes of canonical JSON (limit %d)", ErrTooLarge, len(b), MaxPDUSize)
 	}

@@ -217,32 +217,3 @@ func appendStrings(b []byte, list []string) ([]byte, error) {
 	}
 	return append(b, ']'), nil
 }
-
-// hashAndSign adds hashes.sha256 and this server's signature to a canonical
-// event object, as "Adding hashes and signatures to outgoing events" says:
-// the content hash covers everything but unsigned, signatures and hashes; the
-// signature covers the redacted event. It returns the signed object, the
-// bytes the signature covers (whose sha256 is the reference hash) and the
-// content hash.
-func hashAndSign(v *RoomVersion, obj []byte, serverName string, key signing.Key) (signed, covered []byte, hash string, err error) {
-	ch, err := contentHash(obj)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	hash = encodeBase64(ch[:])
-	if obj, err = canonicaljson.Set(obj, "hashes", []byte(`{"sha256":"`+hash+`"}`)); err != nil {
-		return nil, nil, "", err
-	}
-	if covered, err = signable(v, obj); err != nil {
-		return nil, nil, "", err
-	}
-	sig := signing.SignBytes(covered, key)
-	sigs, err := canonicaljson.Marshal(map[string]map[string]string{serverName: {key.ID: sig}})
-	if err != nil {
-		return nil, nil, "", err
-	}
-	if obj, err = canonicaljson.Set(obj, "signatures", sigs); err != nil {
-		return nil, nil, "", err
-	}
-	return obj, covered, hash, nil
-}

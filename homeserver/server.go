@@ -21,6 +21,7 @@ import (
 	"plaza/homeserver/clientapi"
 	"plaza/homeserver/e2ee"
 	"plaza/homeserver/ephemeral"
+	"plaza/homeserver/event"
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/media"
 	"plaza/homeserver/room"
@@ -92,6 +93,30 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	syncer.AddExtension(keys)
 	eph := ephemeral.New(db, rooms, tracker, syncer)
 	acct := accountdata.New(db, tracker, syncer)
+	eph.SetCounter(func(ctx context.Context, userID string, unread map[string][]*storage.StoredEvent) (map[string][2]int, error) {
+		rules, err := acct.Ruleset(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string][2]int, len(unread))
+		for roomID, evs := range unread {
+			nid, err := db.RoomNID(ctx, roomID)
+			if err != nil {
+				return nil, err
+			}
+			joined, _, err := db.MemberCounts(ctx, nid)
+			if err != nil {
+				return nil, err
+			}
+			state := func(typ, sk string) *event.Event {
+				ev, _ := rooms.StateEvent(ctx, roomID, typ, sk)
+				return ev
+			}
+			n, h := acct.CountNotifications(ctx, userID, rules, state, joined, evs)
+			out[roomID] = [2]int{n, h}
+		}
+		return out, nil
+	})
 	med, err := media.New(media.Config{Dir: filepath.Join(cfg.DataDir, "media"), ServerName: cfg.ServerName, MaxUploadBytes: cfg.MaxUploadBytes}, db)
 	if err != nil {
 		return nil, err

@@ -29,9 +29,6 @@ import (
 // Typing notifications last at most this long without renewal.
 const maxTypingTimeout = 2 * time.Minute
 
-// unreadCap bounds unread counting per room: clients show "99+" anyway.
-const unreadCap = 1000
-
 // Service serves typing, receipts and presence.
 type Service struct {
 	db      *storage.DB
@@ -44,6 +41,8 @@ type Service struct {
 	typingPos   map[string]int64                  // room → position of the last typing change
 	presence    map[string]presenceState
 	presencePos map[string]int64 // user → position of the last presence change
+
+	counter Counter
 }
 
 type presenceState struct {
@@ -397,10 +396,26 @@ func (s *Service) sharesRoom(ctx context.Context, req *sync.Request, user string
 	return false
 }
 
+// unreadJudged bounds how many unread events are judged per room and sync:
+// clients show "99+" past a point anyway, and every event costs a push rule
+// evaluation.
+const unreadJudged = 100
+
+// Counter judges unread events with the user's push rules and returns, per
+// room, how many notify and how many of those highlight.
+type Counter func(ctx context.Context, userID string, unread map[string][]*storage.StoredEvent) (map[string][2]int, error)
+
+// SetCounter installs the push-rule judge for unread counts (package
+// accountdata provides it; server.go wires the two).
+func (s *Service) SetCounter(c Counter) { s.counter = c }
+
 // unreadCounts fills unread_notifications of the rooms in the response:
-// messages from others after the user's read receipt, and those mentioning
-// the user.
+// events from others after the user's read receipt that their push rules
+// say notify, and those that highlight.
 func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *sync.Response) error {
+	if s.counter == nil {
+		return nil
+	}
 	var ids []string
 	for id := range resp.Rooms.Join {
 		ids = append(ids, id)
@@ -416,13 +431,23 @@ func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *syn
 	if err != nil {
 		return err
 	}
-	mention := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(req.UserID) + "%"
+	unread := map[string][]*storage.StoredEvent{}
 	for _, id := range ids {
-		unread, highlight, err := s.db.UnreadCounts(ctx, nids[id], read[id], req.UserID, mention, unreadCap)
+		evs, err := s.db.UnreadEvents(ctx, nids[id], read[id], req.UserID, unreadJudged)
 		if err != nil {
 			return err
 		}
-		resp.Rooms.Join[id].UnreadNotifications = map[string]int{"notification_count": unread, "highlight_count": highlight}
+		if len(evs) > 0 {
+			unread[id] = evs
+		}
+	}
+	counts, err := s.counter(ctx, req.UserID, unread)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		c := counts[id]
+		resp.Rooms.Join[id].UnreadNotifications = map[string]int{"notification_count": c[0], "highlight_count": c[1]}
 	}
 	return nil
 }

@@ -62,17 +62,17 @@ func (db *DB) ReadUpTo(ctx context.Context, userID string, roomIDs []string) (ma
 	return out, rows.Err()
 }
 
-// UnreadCounts counts, per room, the messages from others after the read
-// position, and those of them that mention the user (highlights). Counting
-// stops at limit per room.
-func (db *DB) UnreadCounts(ctx context.Context, roomNID, after int64, userID, mentionLike string, limit int) (unread, highlight int, err error) {
-	err = db.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE json LIKE $4) FROM (
-		SELECT e.json FROM events e WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.sender <> $3
-		AND e.type IN ('m.room.message', 'm.room.encrypted', 'm.sticker', 'm.poll.start')
-		AND NOT e.rejected AND NOT e.soft_failed AND e.redacted_by IS NULL
-		AND (e.rel_type IS NULL OR e.rel_type <> 'm.replace')
-		ORDER BY e.stream_pos LIMIT $5) s`, roomNID, after, userID, mentionLike, limit).Scan(&unread, &highlight)
-	return unread, highlight, err
+// UnreadEvents returns up to limit timeline events of a room after a stream
+// position, not sent by userID, oldest first: the candidates for unread
+// counts, which push rules then judge.
+func (db *DB) UnreadEvents(ctx context.Context, roomNID, after int64, userID string, limit int) ([]*StoredEvent, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT `+eventColumns+` FROM events e JOIN rooms r USING (room_nid)
+		WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.sender <> $3 AND NOT e.rejected AND NOT e.soft_failed
+		ORDER BY e.stream_pos LIMIT $4`, roomNID, after, userID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanEvents(rows)
 }
 
 // StreamPosOf returns an event's stream position (0 for outliers).

@@ -28,6 +28,7 @@ type Config struct {
 	PublicURL    string // how clients reach us; no trailing slash
 	Registration string // open, token or closed
 	RateLimit    bool
+	AdminListen  string // empty: no admin listener (pprof)
 }
 
 // EmbeddedClusterDir is where the private PostgreSQL cluster lives when no
@@ -68,6 +69,9 @@ func settings() []setting {
 		{key: "rate_limit", env: "PLAZA_RATE_LIMIT", def: "true",
 			help:  "rate-limit login, registration and sending (true or false)",
 			field: func(c *Config) any { return &c.RateLimit }},
+		{key: "admin_listen", env: "PLAZA_ADMIN_LISTEN", def: "",
+			help:  "address of the admin listener (Go pprof), e.g. 127.0.0.1:9090; empty: none",
+			field: func(c *Config) any { return &c.AdminListen }},
 	}
 }
 
@@ -171,6 +175,11 @@ func (c *Config) validate(table []setting, from map[string]origin) error {
 			"not a valid Matrix server name: a DNS name, IPv4 address or [IPv6] address, optionally with :port (e.g. example.org or localhost:8008)")
 	}
 
+	if c.AdminListen != "" {
+		if err := validListen(c.AdminListen); err != nil {
+			return fail("admin_listen", c.AdminListen, err.Error())
+		}
+	}
 	if err := validListen(c.Listen); err != nil {
 		return fail("listen", c.Listen, err.Error())
 	}

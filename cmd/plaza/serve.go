@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -157,6 +158,22 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	if cfg.AdminListen != "" {
+		// Profiling stays off the public listener: it exposes internals.
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		admin := &http.Server{Addr: cfg.AdminListen, Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
+		go func() {
+			if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin listener failed", "listen", cfg.AdminListen, "err", err)
+			}
+		}()
+		defer admin.Close()
+		log.Info("admin listener (pprof) on "+cfg.AdminListen, "listen", cfg.AdminListen)
+	}
 
 	url := browserURL(ln.Addr())
 	log.Info("Plaza is ready at "+url, "url", url, "listen", ln.Addr().String(),

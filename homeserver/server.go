@@ -93,29 +93,29 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	syncer.AddExtension(keys)
 	eph := ephemeral.New(db, rooms, tracker, syncer)
 	acct := accountdata.New(db, tracker, syncer)
-	eph.SetCounter(func(ctx context.Context, userID string, unread map[string][]*storage.StoredEvent) (map[string][2]int, error) {
-		rules, err := acct.Ruleset(ctx, userID)
+	eph.SetCounter(func(ctx context.Context, userID string) (ephemeral.Judge, int64, error) {
+		rules, version, err := acct.RulesetVersion(ctx, userID)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		out := make(map[string][2]int, len(unread))
-		for roomID, evs := range unread {
-			nid, err := db.RoomNID(ctx, roomID)
+		return func(roomID string, evs []*storage.StoredEvent) (int, int) {
+			if len(evs) == 0 {
+				return 0, 0
+			}
+			nid, err := rooms.NID(ctx, roomID)
 			if err != nil {
-				return nil, err
+				return 0, 0
 			}
 			joined, _, err := db.MemberCounts(ctx, nid)
 			if err != nil {
-				return nil, err
+				return 0, 0
 			}
 			state := func(typ, sk string) *event.Event {
 				ev, _ := rooms.StateEvent(ctx, roomID, typ, sk)
 				return ev
 			}
-			n, h := acct.CountNotifications(ctx, userID, rules, state, joined, evs)
-			out[roomID] = [2]int{n, h}
-		}
-		return out, nil
+			return acct.CountNotifications(ctx, userID, rules, state, joined, evs)
+		}, version, nil
 	})
 	med, err := media.New(media.Config{Dir: filepath.Join(cfg.DataDir, "media"), ServerName: cfg.ServerName, MaxUploadBytes: cfg.MaxUploadBytes}, db)
 	if err != nil {
@@ -125,10 +125,17 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 }
 
 // Handler returns the homeserver's HTTP handler (client API and discovery).
-func (s *Server) Handler() http.Handler {
+// mounts add the Gitter features' routes (peek, ...) to the root router with
+// their full paths; they reach the requester through s.Client.Authenticate.
+// This way the homeserver never imports them.
+func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 	r := chi.NewRouter()
 	r.Use(httpapi.CORS)
+	r.Use(s.Client.GuestAccess)
 	s.Client.Routes(r, s.Sync.Routes, s.Ephemeral.Routes, s.AccountData.Routes, s.E2EE.Routes)
+	for _, m := range mounts {
+		m(r)
+	}
 	s.Media.Routes(r, s.Client.Authenticate)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))

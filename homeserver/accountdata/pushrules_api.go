@@ -45,6 +45,12 @@ func (s *Service) Ruleset(ctx context.Context, userID string) (Ruleset, error) {
 	return rs, err
 }
 
+// RulesetVersion is Ruleset with the stream position of the user's last
+// change to it, so callers can cache what they derive from the rules.
+func (s *Service) RulesetVersion(ctx context.Context, userID string) (Ruleset, int64, error) {
+	return s.ruleset(ctx, userID)
+}
+
 // ruleset also returns the stream position of the user's last change.
 func (s *Service) ruleset(ctx context.Context, userID string) (Ruleset, int64, error) {
 	data, pos, err := s.db.PushRules(ctx, userID)

@@ -43,6 +43,7 @@ type Service struct {
 	presencePos map[string]int64 // user → position of the last presence change
 
 	counter Counter
+	unread  map[string]map[string]*unreadEntry // user → room
 }
 
 type presenceState struct {
@@ -55,7 +56,7 @@ type presenceState struct {
 func New(db *storage.DB, rooms *room.Service, tracker *stream.Tracker, syncer *sync.Service) *Service {
 	s := &Service{db: db, rooms: rooms, tracker: tracker, syncer: syncer,
 		typing: map[string]map[string]*time.Timer{}, typingPos: map[string]int64{},
-		presence: map[string]presenceState{}, presencePos: map[string]int64{}}
+		presence: map[string]presenceState{}, presencePos: map[string]int64{}, unread: map[string]map[string]*unreadEntry{}}
 	syncer.AddExtension(s)
 	return s
 }
@@ -401,17 +402,30 @@ func (s *Service) sharesRoom(ctx context.Context, req *sync.Request, user string
 // evaluation.
 const unreadJudged = 100
 
-// Counter judges unread events with the user's push rules and returns, per
-// room, how many notify and how many of those highlight.
-type Counter func(ctx context.Context, userID string, unread map[string][]*storage.StoredEvent) (map[string][2]int, error)
+// Judge counts, for one user, how many of a room's events notify and how
+// many of those highlight.
+type Judge func(roomID string, evs []*storage.StoredEvent) (notify, highlight int)
+
+// Counter loads a user's push rules and returns their judge, with the
+// version of the rules (counts derived from older rules are recomputed).
+type Counter func(ctx context.Context, userID string) (Judge, int64, error)
 
 // SetCounter installs the push-rule judge for unread counts (package
 // accountdata provides it; server.go wires the two).
 func (s *Service) SetCounter(c Counter) { s.counter = c }
 
+// unreadEntry is a user's unread counts in a room, kept between syncs so
+// each sync judges only the events that are new since the last one.
+type unreadEntry struct {
+	read, counted, rules int64 // read receipt, events judged up to, rules version
+	notify, highlight    int
+}
+
 // unreadCounts fills unread_notifications of the rooms in the response:
 // events from others after the user's read receipt that their push rules
-// say notify, and those that highlight.
+// say notify, and those that highlight. Counts are kept per user and room
+// and extended with each sync's new events; a moved receipt or changed rules
+// start them again.
 func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *sync.Response) error {
 	if s.counter == nil {
 		return nil
@@ -427,27 +441,46 @@ func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *syn
 	if err != nil {
 		return err
 	}
-	nids, err := s.db.RoomNIDs(ctx, ids)
-	if err != nil {
-		return err
-	}
-	unread := map[string][]*storage.StoredEvent{}
-	for _, id := range ids {
-		evs, err := s.db.UnreadEvents(ctx, nids[id], read[id], req.UserID, unreadJudged)
-		if err != nil {
-			return err
-		}
-		if len(evs) > 0 {
-			unread[id] = evs
-		}
-	}
-	counts, err := s.counter(ctx, req.UserID, unread)
+	judge, rulesVersion, err := s.counter(ctx, req.UserID)
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		c := counts[id]
-		resp.Rooms.Join[id].UnreadNotifications = map[string]int{"notification_count": c[0], "highlight_count": c[1]}
+		s.mu.Lock()
+		e := s.unread[req.UserID][id]
+		var cur unreadEntry
+		if e != nil {
+			cur = *e
+		}
+		s.mu.Unlock()
+		if e == nil || cur.read != read[id] || cur.rules != rulesVersion || cur.counted > req.UpTo {
+			cur = unreadEntry{read: read[id], counted: read[id], rules: rulesVersion}
+		}
+		if cur.counted < req.UpTo {
+			nid, err := s.rooms.NID(ctx, id)
+			if err != nil {
+				return err
+			}
+			evs, err := s.db.UnreadEvents(ctx, nid, cur.counted, req.UpTo, req.UserID, unreadJudged)
+			if err != nil {
+				return err
+			}
+			n, h := judge(id, evs)
+			cur.notify += n
+			cur.highlight += h
+			cur.counted = req.UpTo
+			if len(evs) == unreadJudged {
+				// More are waiting: the next sync goes on from here.
+				cur.counted = evs[len(evs)-1].StreamPos
+			}
+		}
+		s.mu.Lock()
+		if s.unread[req.UserID] == nil {
+			s.unread[req.UserID] = map[string]*unreadEntry{}
+		}
+		s.unread[req.UserID][id] = &cur
+		s.mu.Unlock()
+		resp.Rooms.Join[id].UnreadNotifications = map[string]int{"notification_count": cur.notify, "highlight_count": cur.highlight}
 	}
 	return nil
 }

@@ -614,3 +614,14 @@ func (s *Service) redactionAllowed(ev *event.Event, ov *overlay) (bool, error) {
 	}
 	return false, fmt.Errorf("%w: you may only redact your own events", ErrForbidden)
 }
+
+// NID returns a room's numeric ID (from the loaded room: no query).
+func (s *Service) NID(ctx context.Context, roomID string) (int64, error) {
+	r, err := s.load(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	r.smu.RLock()
+	defer r.smu.RUnlock()
+	return r.row.NID, nil
+}

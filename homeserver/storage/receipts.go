@@ -62,13 +62,13 @@ func (db *DB) ReadUpTo(ctx context.Context, userID string, roomIDs []string) (ma
 	return out, rows.Err()
 }
 
-// UnreadEvents returns up to limit timeline events of a room after a stream
-// position, not sent by userID, oldest first: the candidates for unread
-// counts, which push rules then judge.
-func (db *DB) UnreadEvents(ctx context.Context, roomNID, after int64, userID string, limit int) ([]*StoredEvent, error) {
+// UnreadEvents returns up to limit timeline events of a room in (after,
+// upto], not sent by userID, oldest first: the candidates for unread counts,
+// which push rules then judge.
+func (db *DB) UnreadEvents(ctx context.Context, roomNID, after, upto int64, userID string, limit int) ([]*StoredEvent, error) {
 	rows, err := db.Pool.Query(ctx, `SELECT `+eventColumns+` FROM events e JOIN rooms r USING (room_nid)
-		WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.sender <> $3 AND NOT e.rejected AND NOT e.soft_failed
-		ORDER BY e.stream_pos LIMIT $4`, roomNID, after, userID, limit)
+		WHERE e.room_nid = $1 AND e.stream_pos > $2 AND e.stream_pos <= $3 AND e.sender <> $4 AND NOT e.rejected AND NOT e.soft_failed
+		ORDER BY e.stream_pos LIMIT $5`, roomNID, after, upto, userID, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,8 @@ test: postgres
 	$(GO) vet $(PKGS)
 	$(GO) test -timeout $(TEST_TIMEOUT) $(PKGS)
 	@# ---- JavaScript suite: append its command(s) below, to run after the Go tests ----
+	$(GO) build -o bin/plaza ./cmd/plaza
+	cd test/js && npm ci --no-audit --no-fund && node --test --test-concurrency=1 --test-force-exit
 
 # Fuzz targets are found by name in *_test.go files; `go test -fuzz` takes
 # one package and one target at a time.

@@ -1,0 +1,189 @@
+package fakeforge_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+
+	"github.com/google/go-github/v60/github"
+	"github.com/xanzy/go-gitlab"
+	"golang.org/x/oauth2"
+
+	"plaza/oauth/fakeforge"
+)
+
+// newForge starts a forge with one org, a public and a private repository.
+func newForge(t *testing.T) (*fakeforge.Forge, *httptest.Server) {
+	t.Helper()
+	f := fakeforge.New(fakeforge.Options{})
+	f.AddClient("cid", "secret")
+	f.AddUser(fakeforge.User{ID: 1, Login: "Alice", Name: "Alice A", Email: "alice@example.org"})
+	f.AddUser(fakeforge.User{ID: 2, Login: "bob", Name: "Bob B"})
+	f.AddOrg(fakeforge.Org{ID: 10, Login: "acme", Members: []int64{1}})
+	f.AddRepo(fakeforge.Repo{ID: 100, Owner: "acme", Name: "widget", Description: "Widgets", Access: map[int64]string{1: fakeforge.PermAdmin}})
+	f.AddRepo(fakeforge.Repo{ID: 101, Owner: "acme", Name: "secret", Private: true, Access: map[int64]string{1: fakeforge.PermWrite}})
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return f, srv
+}
+
+// authorize walks the authorization redirect without following it into the
+// (absent) client and returns the code.
+func authorize(t *testing.T, authURL string) (code, state string) {
+	t.Helper()
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("authorize: status %d", resp.StatusCode)
+	}
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	return loc.Query().Get("code"), loc.Query().Get("state")
+}
+
+func TestGitHub(t *testing.T) {
+	f, srv := newForge(t)
+	f.SignIn(1)
+	cfg := oauth2.Config{ClientID: "cid", ClientSecret: "secret", RedirectURL: "http://client.test/cb",
+		Endpoint: oauth2.Endpoint{AuthURL: srv.URL + "/github/login/oauth/authorize", TokenURL: srv.URL + "/github/login/oauth/access_token"}}
+	verifier := oauth2.GenerateVerifier()
+	code, state := authorize(t, cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
+	if state != "st" || code == "" {
+		t.Fatalf("code %q state %q", code, state)
+	}
+	ctx := context.Background()
+	tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier)); err == nil {
+		t.Fatal("a code was exchanged twice")
+	}
+	gh := github.NewClient(cfg.Client(ctx, tok))
+	gh.BaseURL, _ = url.Parse(srv.URL + "/github/api/")
+
+	u, _, err := gh.Users.Get(ctx, "")
+	if err != nil || u.GetID() != 1 || u.GetLogin() != "Alice" {
+		t.Fatalf("user %+v, %v", u, err)
+	}
+	emails, _, err := gh.Users.ListEmails(ctx, nil)
+	if err != nil || len(emails) != 1 || emails[0].GetEmail() != "alice@example.org" {
+		t.Fatalf("emails %+v, %v", emails, err)
+	}
+	orgs, _, err := gh.Organizations.List(ctx, "", nil)
+	if err != nil || len(orgs) != 1 || orgs[0].GetLogin() != "acme" {
+		t.Fatalf("orgs %+v, %v", orgs, err)
+	}
+	repo, _, err := gh.Repositories.Get(ctx, "acme", "secret")
+	if err != nil || !repo.GetPrivate() || repo.GetID() != 101 {
+		t.Fatalf("repo %+v, %v", repo, err)
+	}
+	perm, _, err := gh.Repositories.GetPermissionLevel(ctx, "acme", "widget", "alice")
+	if err != nil || perm.GetPermission() != "admin" {
+		t.Fatalf("permission %+v, %v", perm, err)
+	}
+	perm, _, err = gh.Repositories.GetPermissionLevel(ctx, "acme", "widget", "bob")
+	if err != nil || perm.GetPermission() != "read" {
+		t.Fatalf("bob's permission %+v, %v", perm, err)
+	}
+	if _, _, err := gh.Repositories.Get(ctx, "acme", "nope"); err == nil {
+		t.Fatal("an unknown repository was found")
+	}
+
+	f.Rename(1, "alice2")
+	u, _, err = gh.Users.Get(ctx, "")
+	if err != nil || u.GetID() != 1 || u.GetLogin() != "alice2" {
+		t.Fatalf("renamed user %+v, %v", u, err)
+	}
+}
+
+func TestGitLabPKCE(t *testing.T) {
+	f, srv := newForge(t)
+	f.SignIn(2)
+	cfg := oauth2.Config{ClientID: "cid", ClientSecret: "secret", RedirectURL: "http://client.test/cb",
+		Endpoint: oauth2.Endpoint{AuthURL: srv.URL + "/gitlab/oauth/authorize", TokenURL: srv.URL + "/gitlab/oauth/token"}}
+	ctx := context.Background()
+
+	verifier := oauth2.GenerateVerifier()
+	code, _ := authorize(t, cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
+	if _, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(oauth2.GenerateVerifier())); err == nil {
+		t.Fatal("a wrong PKCE verifier was accepted")
+	}
+
+	code, _ = authorize(t, cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
+	tok, err := cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, err := gitlab.NewOAuthClient(tok.AccessToken, gitlab.WithBaseURL(srv.URL+"/gitlab"), gitlab.WithoutRetries())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _, err := gl.Users.CurrentUser()
+	if err != nil || u.ID != 2 || u.Username != "bob" {
+		t.Fatalf("user %+v, %v", u, err)
+	}
+	p, _, err := gl.Projects.GetProject("acme/widget", nil)
+	if err != nil || p.ID != 100 || p.PathWithNamespace != "acme/widget" {
+		t.Fatalf("project %+v, %v", p, err)
+	}
+	if _, _, err := gl.Projects.GetProject("acme/secret", nil); err == nil {
+		t.Fatal("bob can see a private project he has no access to")
+	}
+	if _, _, err := gl.ProjectMembers.GetInheritedProjectMember(100, 2); err == nil {
+		t.Fatal("bob is a member of acme/widget")
+	}
+	f.SignIn(1)
+	code, _ = authorize(t, cfg.AuthCodeURL("st"))
+	tok, err = cfg.Exchange(ctx, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, _ = gitlab.NewOAuthClient(tok.AccessToken, gitlab.WithBaseURL(srv.URL+"/gitlab"), gitlab.WithoutRetries())
+	m, _, err := gl.ProjectMembers.GetInheritedProjectMember(101, 1)
+	if err != nil || m.AccessLevel != gitlab.DeveloperPermissions {
+		t.Fatalf("member %+v, %v", m, err)
+	}
+}
+
+func TestConsentForm(t *testing.T) {
+	_, srv := newForge(t)
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	form := url.Values{"client_id": {"cid"}, "redirect_uri": {"http://client.test/cb"}, "state": {"s"}, "deny": {"1"}}
+	resp, err := c.PostForm(srv.URL+"/github/login/oauth/authorize", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if loc.Query().Get("error") != "access_denied" || loc.Query().Get("state") != "s" {
+		t.Fatalf("deny redirected to %s", loc)
+	}
+	resp, err = c.Get(srv.URL + "/github/login/oauth/authorize?client_id=cid&redirect_uri=http://client.test/cb&state=s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("with no one signed in the form should show; got %d", resp.StatusCode)
+	}
+}
+
+func TestTransport(t *testing.T) {
+	f := fakeforge.New(fakeforge.Options{Prefix: "/forge"})
+	f.AddUser(fakeforge.User{ID: 7, Login: "x"})
+	c := &http.Client{Transport: f.Transport()}
+	resp, err := c.Get("http://anywhere.invalid/forge/avatars/7.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/png" {
+		t.Fatalf("avatar: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}

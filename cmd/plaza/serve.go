@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"plaza/homeserver"
+	"plaza/peek"
 )
 
 const serveUsage = `Usage: plaza serve [--config FILE] [--demo] [--log-format FORMAT]
@@ -143,6 +144,7 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	if ctx.Err() != nil {
 		return nil // stopped during start-up: do not start serving
 	}
+	previews := peek.New(hs, peek.Config{})
 
 	// Shutdown ends GET and HEAD requests at once (reads, chiefly /sync
 	// long-polls that would otherwise hold the server for their whole
@@ -150,7 +152,7 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	stopping, stopReads := context.WithCancel(context.Background())
 	defer stopReads()
 	srv := &http.Server{
-		Handler:           endReadsOnShutdown(hs.Handler(), stopping),
+		Handler:           endReadsOnShutdown(hs.Handler(previews.Routes), stopping),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,

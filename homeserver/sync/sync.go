@@ -170,6 +170,9 @@ type Rooms struct {
 	Invite map[string]*InvitedRoom `json:"invite"`
 	Leave  map[string]*LeftRoom    `json:"leave"`
 	Knock  map[string]*KnockedRoom `json:"knock"`
+	// Peek holds rooms the device peeks into (MSC2753), shaped like Join;
+	// the peek package's extension fills it.
+	Peek map[string]*JoinedRoom `json:"peek,omitempty"`
 }
 
 // Timeline is a room's timeline section.

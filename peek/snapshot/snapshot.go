@@ -1,0 +1,707 @@
+// Package snapshot owns the hot-room snapshot cache that Plaza's room
+// previews are served from: per room, the latest events an anonymous reader
+// may see (history visibility world_readable at the event), already rendered
+// as client JSON, with the room summary (name, topic, avatar, canonical alias,
+// join rule, member counts, ...).
+//
+// A snapshot is immutable; every change builds a new one (copy-on-write), so
+// a reader holds a consistent view without locks. Changes come only from the
+// room service's event stream (room.Service.Subscribe): the cache never asks
+// "did this room change?", so several processes fed by the same stream stay
+// consistent. A cold room is loaded once however many readers ask at the same
+// time, and memory is bounded by an LRU on an estimate of each room's bytes.
+package snapshot
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"plaza/homeserver/event"
+	"plaza/homeserver/room"
+	"plaza/homeserver/storage"
+	"plaza/homeserver/stream"
+)
+
+// ErrNotFound is returned for rooms this server does not know.
+var ErrNotFound = errors.New("room not found")
+
+// Config bounds the cache.
+type Config struct {
+	// MaxBytes bounds the estimated memory of all snapshots (default 256 MiB).
+	MaxBytes int64
+	// Events is how many of the latest visible events a snapshot keeps
+	// (default 50).
+	Events int
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 256 << 20
+	}
+	if c.Events <= 0 {
+		c.Events = 50
+	}
+	return c
+}
+
+// Summary is what a room preview shows about a room.
+type Summary struct {
+	RoomID            string
+	RoomVersion       string
+	RoomType          string
+	Name              string
+	Topic             string
+	AvatarURL         string
+	CanonicalAlias    string
+	JoinRule          string
+	AllowedRoomIDs    []string
+	GuestCanJoin      bool
+	HistoryVisibility string
+	Encryption        string
+	JoinedMembers     int
+	InvitedMembers    int
+}
+
+// WorldReadable reports whether the room's current history visibility lets
+// anyone read it.
+func (s *Summary) WorldReadable() bool { return s.HistoryVisibility == "world_readable" }
+
+// Public reports whether anyone may learn about the room without being in
+// it: its join rule lets anyone join or knock (room_summary's rule).
+func (s *Summary) Public() bool {
+	switch s.JoinRule {
+	case "public", "knock", "knock_restricted":
+		return true
+	}
+	return false
+}
+
+// Event is one timeline event rendered for clients.
+type Event struct {
+	Pos    int64
+	Event  *event.Event // as sent (unredacted), for re-rendering
+	Sender string
+	TS     int64
+	// body is the client JSON without unsigned and without its closing
+	// brace; unsigned holds extra unsigned members ("redacted_because":…)
+	// without braces. Age is added when written, so the bytes stay valid.
+	body     []byte
+	unsigned []byte
+	// Redacted is set when a redaction applied to the event.
+	Redacted bool
+	// Edit is the latest m.replace edit of this event seen in the window.
+	Edit *event.Event
+}
+
+// Snapshot is one room's preview at a stream position. Never modified once
+// published.
+type Snapshot struct {
+	Summary Summary
+	// Pos is the stream position the snapshot is current to for this room.
+	Pos int64
+	// Events are the latest visible events, oldest first.
+	Events []*Event
+	// Floor is the position after which Events hold every visible event
+	// (older ones were trimmed or never loaded).
+	Floor int64
+	// State is the room's current state without member events, rendered.
+	State map[event.TypeKey][]byte
+	// Members holds the rendered current member events of the senders of
+	// Events (lazy-loading members: a 20,000-member room's preview does not
+	// carry 20,000 member events).
+	Members map[string][]byte
+
+	changed chan struct{} // closed when a newer snapshot replaces this one
+	bytes   int64
+}
+
+// Changed returns a channel closed when a newer snapshot of the room exists
+// (or the room left the cache): one fan-out per room for live viewers.
+func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
+
+// AppendEvent writes e as client JSON to b, with its age at nowMS.
+func AppendEvent(b []byte, e *Event, nowMS int64) []byte {
+	b = append(b, e.body...)
+	b = append(b, `,"unsigned":{"age":`...)
+	b = strconv.AppendInt(b, max(nowMS-e.TS, 0), 10)
+	if len(e.unsigned) > 0 {
+		b = append(b, ',')
+		b = append(b, e.unsigned...)
+	}
+	return append(b, "}}"...)
+}
+
+// JSON returns e as client JSON with its age at nowMS.
+func (e *Event) JSON(nowMS int64) json.RawMessage { return AppendEvent(nil, e, nowMS) }
+
+// Since returns the snapshot's events after pos, and whether the snapshot
+// covers everything after pos (false: older events were trimmed away and
+// the caller must read storage).
+func (s *Snapshot) Since(pos int64) ([]*Event, bool) {
+	if pos < s.Floor {
+		return nil, false
+	}
+	i, _ := slices.BinarySearchFunc(s.Events, pos+1, func(e *Event, p int64) int {
+		switch {
+		case e.Pos < p:
+			return -1
+		case e.Pos > p:
+			return 1
+		}
+		return 0
+	})
+	return s.Events[i:], true
+}
+
+// Cache is the snapshot cache.
+type Cache struct {
+	cfg     Config
+	db      *storage.DB
+	rooms   *room.Service
+	tracker *stream.Tracker
+	now     func() time.Time
+
+	// published is the highest stream position the room service has
+	// announced to us: a loader waits until readers can read that far, so no
+	// event falls between its load and the stream (see load).
+	published atomic.Int64
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	lru     *list.List // of *entry, most recently used first
+	bytes   int64
+}
+
+// entry is one room's cache slot. Fields after ready are guarded by
+// Cache.mu.
+type entry struct {
+	roomID string
+	ready  chan struct{} // closed when the load finished (err or snap set)
+	err    error
+	elem   *list.Element
+
+	snap *Snapshot
+	// pending holds stream notifications that arrived during the load.
+	pending []room.Notification
+	loading bool
+	// members are the current member events of every user (the summary's
+	// counts need each user's previous membership when a new one arrives).
+	members map[string]*event.Event
+}
+
+// New returns a cache fed by rooms' event stream.
+func New(cfg Config, db *storage.DB, rooms *room.Service, tracker *stream.Tracker) *Cache {
+	c := &Cache{cfg: cfg.withDefaults(), db: db, rooms: rooms, tracker: tracker, now: time.Now,
+		entries: map[string]*entry{}, lru: list.New()}
+	c.published.Store(tracker.UpTo())
+	rooms.Subscribe(c.onEvents)
+	return c
+}
+
+// Get returns the room's current snapshot, loading it if cold. Concurrent
+// callers for a cold room share one load.
+func (c *Cache) Get(ctx context.Context, roomID string) (*Snapshot, error) {
+	c.mu.Lock()
+	e := c.entries[roomID]
+	if e != nil && e.snap != nil {
+		c.lru.MoveToFront(e.elem)
+		s := e.snap
+		c.mu.Unlock()
+		return s, nil
+	}
+	if e == nil {
+		e = &entry{roomID: roomID, ready: make(chan struct{}), loading: true}
+		e.elem = c.lru.PushFront(e)
+		c.entries[roomID] = e
+		c.mu.Unlock()
+		c.load(e)
+	} else {
+		c.mu.Unlock()
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		return nil, e.err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return e.snap, nil
+}
+
+// Len returns how many rooms are cached and their estimated bytes.
+func (c *Cache) Len() (rooms int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries), c.bytes
+}
+
+// load builds a cold room's snapshot. The entry is registered before the
+// position to load up to is chosen, and the loader waits until readers can
+// read everything the stream had announced by then: every event announced
+// before registration is then in storage up to that position, and every
+// event announced after it was queued on the entry and is replayed.
+func (c *Cache) load(e *entry) {
+	// The load belongs to every waiter, not to the first caller's request.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pos := c.tracker.Wait(ctx, c.published.Load()-1)
+	snap, members, err := c.build(ctx, e.roomID, pos)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		e.err = err
+		delete(c.entries, e.roomID)
+		c.lru.Remove(e.elem)
+		close(e.ready)
+		return
+	}
+	e.snap, e.members, e.loading = snap, members, false
+	for _, n := range e.pending {
+		c.applyLocked(e, n)
+	}
+	e.pending = nil
+	c.bytes += e.snap.bytes
+	close(e.ready)
+	c.evictLocked(e)
+}
+
+// build reads a room's snapshot up to pos from the room service and storage.
+func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*Snapshot, map[string]*event.Event, error) {
+	version, err := c.rooms.Version(ctx, roomID)
+	if errors.Is(err, room.ErrNotFound) {
+		return nil, nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading room %s: %w", roomID, err)
+	}
+	state, err := c.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading room %s state: %w", roomID, err)
+	}
+	snap := &Snapshot{Summary: Summary{RoomID: roomID, RoomVersion: version.ID}, Pos: pos,
+		State: map[event.TypeKey][]byte{}, Members: map[string][]byte{}, changed: make(chan struct{})}
+	members := map[string]*event.Event{}
+	for _, ev := range state {
+		if ev.Type() == event.TypeMember {
+			members[*ev.StateKey()] = ev
+			switch room.MembershipOf(ev) {
+			case "join":
+				snap.Summary.JoinedMembers++
+			case "invite":
+				snap.Summary.InvitedMembers++
+			}
+			continue
+		}
+		tk, _ := ev.TypeKey()
+		snap.State[tk] = render(ev.Client())
+		applySummary(&snap.Summary, ev)
+	}
+	evs, floor, err := c.visibleEvents(ctx, roomID, pos)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap.Events, snap.Floor = evs, floor
+	for _, e := range evs {
+		if m := members[e.Sender]; m != nil {
+			snap.Members[e.Sender] = render(m.Client())
+		}
+	}
+	snap.bytes = estimate(snap, members)
+	return snap, members, nil
+}
+
+// visibleEvents reads the latest events an anonymous reader may see, up to
+// pos, oldest first, with redactions applied, and the position after which
+// they are complete.
+func (c *Cache) visibleEvents(ctx context.Context, roomID string, pos int64) ([]*Event, int64, error) {
+	nid, err := c.db.RoomNID(ctx, roomID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("room %s: %w", roomID, err)
+	}
+	vis, err := c.rooms.VisibilityFor(ctx, roomID, "")
+	if err != nil {
+		return nil, 0, fmt.Errorf("room %s visibility: %w", roomID, err)
+	}
+	var out []*storage.StoredEvent
+	from := pos
+	complete := false
+	// A few pages at most: in a world-readable room nearly everything is
+	// visible, and in another room nothing is served from here anyway.
+	for page := 0; page < 4 && len(out) < c.cfg.Events; page++ {
+		batch, err := c.db.RoomEvents(ctx, nid, from, 0, true, 2*c.cfg.Events, storage.EventFilter{})
+		if err != nil {
+			return nil, 0, fmt.Errorf("room %s events: %w", roomID, err)
+		}
+		for _, e := range batch {
+			if vis.CanSee(e.StreamPos) && len(out) < c.cfg.Events {
+				out = append(out, e)
+			}
+		}
+		if len(batch) < 2*c.cfg.Events {
+			complete = true
+			break
+		}
+		from = batch[len(batch)-1].StreamPos - 1
+	}
+	slices.Reverse(out)
+	rendered, err := RenderStored(ctx, c.db, out)
+	if err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case complete && len(out) < c.cfg.Events:
+		return rendered, 0, nil // the room's whole visible history
+	case len(rendered) > 0:
+		return rendered, rendered[0].Pos - 1, nil
+	}
+	return rendered, pos, nil
+}
+
+// RenderStored renders stored events as snapshot events: redacted events in
+// their redacted form with redacted_because, as /messages shows them.
+func RenderStored(ctx context.Context, db *storage.DB, evs []*storage.StoredEvent) ([]*Event, error) {
+	var ids []string
+	for _, e := range evs {
+		if e.RedactedBy != "" {
+			ids = append(ids, e.RedactedBy)
+		}
+	}
+	redactions := map[string]*event.Event{}
+	if len(ids) > 0 {
+		rs, err := db.EventsByID(ctx, ids)
+		if err != nil {
+			return nil, fmt.Errorf("loading redactions: %w", err)
+		}
+		for _, r := range rs {
+			redactions[r.Event.ID()] = r.Event
+		}
+	}
+	out := make([]*Event, 0, len(evs))
+	for _, se := range evs {
+		e := newEvent(se.StreamPos, se.Event)
+		if se.RedactedBy != "" {
+			e = redacted(e, redactions[se.RedactedBy])
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func newEvent(pos int64, ev *event.Event) *Event {
+	return &Event{Pos: pos, Event: ev, Sender: ev.Sender(), TS: ev.OriginServerTS(), body: body(ev.Client())}
+}
+
+// redacted returns a copy of e in its redacted form.
+func redacted(e *Event, because *event.Event) *Event {
+	out := *e
+	out.Redacted = true
+	out.Edit = nil
+	if red, err := e.Event.Redact(); err == nil {
+		out.body = body(red.Client())
+	}
+	out.unsigned = nil
+	if because != nil {
+		out.unsigned = append([]byte(`"redacted_because":`), render(because.Client())...)
+	}
+	return &out
+}
+
+// render marshals a client event (no unsigned).
+func render(ce event.ClientEvent) []byte {
+	b, err := json.Marshal(ce)
+	if err != nil {
+		// A parsed event always marshals; keep the cache usable regardless.
+		return []byte(`{}`)
+	}
+	return b
+}
+
+// body is render without the closing brace, so unsigned can be appended.
+func body(ce event.ClientEvent) []byte {
+	b := render(ce)
+	return b[:len(b)-1]
+}
+
+// applySummary folds one current-state event into the summary.
+func applySummary(s *Summary, ev *event.Event) {
+	if !ev.StateKeyEquals("") {
+		return
+	}
+	var c struct {
+		Name              string `json:"name"`
+		Topic             string `json:"topic"`
+		URL               string `json:"url"`
+		Alias             string `json:"alias"`
+		JoinRule          string `json:"join_rule"`
+		GuestAccess       string `json:"guest_access"`
+		HistoryVisibility string `json:"history_visibility"`
+		Algorithm         string `json:"algorithm"`
+		Type              string `json:"type"`
+		Allow             []struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		} `json:"allow"`
+	}
+	// A malformed content reads as empty, which is what the spec asks of
+	// clients too.
+	_ = json.Unmarshal(ev.Content(), &c)
+	switch ev.Type() {
+	case "m.room.name":
+		s.Name = c.Name
+	case "m.room.topic":
+		s.Topic = c.Topic
+	case "m.room.avatar":
+		s.AvatarURL = c.URL
+	case "m.room.canonical_alias":
+		s.CanonicalAlias = c.Alias
+	case event.TypeJoinRules:
+		s.JoinRule = c.JoinRule
+		s.AllowedRoomIDs = nil
+		for _, a := range c.Allow {
+			if a.Type == "m.room_membership" && a.RoomID != "" {
+				s.AllowedRoomIDs = append(s.AllowedRoomIDs, a.RoomID)
+			}
+		}
+	case "m.room.guest_access":
+		s.GuestCanJoin = c.GuestAccess == "can_join"
+	case event.TypeHistoryVisibility:
+		s.HistoryVisibility = c.HistoryVisibility
+	case "m.room.encryption":
+		s.Encryption = c.Algorithm
+	case event.TypeCreate:
+		s.RoomType = c.Type
+	}
+}
+
+// onEvents runs on the room writer's goroutine: it only updates memory.
+func (c *Cache) onEvents(n room.Notification) {
+	if len(n.Events) > 0 {
+		last := n.Events[len(n.Events)-1].StreamPos
+		for {
+			cur := c.published.Load()
+			if last <= cur || c.published.CompareAndSwap(cur, last) {
+				break
+			}
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[n.RoomID]
+	if e == nil {
+		return
+	}
+	if e.loading {
+		e.pending = append(e.pending, n)
+		return
+	}
+	old := e.snap.bytes
+	c.applyLocked(e, n)
+	c.bytes += e.snap.bytes - old
+	c.evictLocked(e)
+}
+
+// applyLocked builds the snapshot that follows e.snap after n and publishes
+// it. Events at or before the snapshot's position are already in it.
+func (c *Cache) applyLocked(e *entry, n room.Notification) {
+	prev := e.snap
+	next := *prev
+	next.changed = make(chan struct{})
+	stateCopied, membersCopied := false, false
+	copyState := func() {
+		if !stateCopied {
+			next.State = cloneMap(prev.State)
+			stateCopied = true
+		}
+	}
+	copyMembers := func() {
+		if !membersCopied {
+			next.Members = cloneMap(prev.Members)
+			membersCopied = true
+		}
+	}
+	events := prev.Events
+	eventsCopied := false
+	copyEvents := func() {
+		if !eventsCopied {
+			events = slices.Clone(prev.Events)
+			eventsCopied = true
+		}
+	}
+	changed := false
+	for _, se := range n.Events {
+		if se.StreamPos <= next.Pos {
+			continue
+		}
+		changed = true
+		next.Pos = se.StreamPos
+		ev := se.Event
+		if tk, ok := ev.TypeKey(); ok {
+			if ev.Type() == event.TypeMember {
+				user := *ev.StateKey()
+				before := ""
+				if old := e.members[user]; old != nil {
+					before = room.MembershipOf(old)
+				}
+				after := room.MembershipOf(ev)
+				next.Summary.JoinedMembers += count(after, "join") - count(before, "join")
+				next.Summary.InvitedMembers += count(after, "invite") - count(before, "invite")
+				e.members[user] = ev
+				if _, ok := next.Members[user]; ok {
+					copyMembers()
+					next.Members[user] = render(ev.Client())
+				}
+			} else {
+				copyState()
+				next.State[tk] = render(ev.Client())
+				applySummary(&next.Summary, ev)
+			}
+		}
+		// History visibility at an event includes the event itself.
+		if next.Summary.HistoryVisibility != "world_readable" {
+			continue
+		}
+		copyEvents()
+		if ev.Type() == event.TypeRedaction && ev.Redacts() != "" {
+			for i, t := range events {
+				if t.Event.ID() == ev.Redacts() {
+					events[i] = redacted(t, ev)
+				}
+				if t.Edit != nil && t.Edit.ID() == ev.Redacts() {
+					cp := *events[i]
+					cp.Edit = nil
+					events[i] = &cp
+				}
+			}
+		}
+		if target := replaces(ev); target != "" {
+			for i, t := range events {
+				if t.Event.ID() == target && !t.Redacted && t.Sender == ev.Sender() {
+					cp := *t
+					cp.Edit = ev
+					events[i] = &cp
+				}
+			}
+		}
+		events = append(events, newEvent(se.StreamPos, ev))
+		if _, ok := next.Members[ev.Sender()]; !ok {
+			if m := e.members[ev.Sender()]; m != nil {
+				copyMembers()
+				next.Members[ev.Sender()] = render(m.Client())
+			}
+		}
+	}
+	if !changed {
+		return
+	}
+	if len(events) > c.cfg.Events {
+		drop := len(events) - c.cfg.Events
+		trimmed := make([]*Event, c.cfg.Events)
+		copy(trimmed, events[drop:])
+		next.Floor = trimmed[0].Pos - 1
+		events = trimmed
+		// Members of senders no longer in the window go with them.
+		senders := map[string]bool{}
+		for _, t := range events {
+			senders[t.Sender] = true
+		}
+		for u := range next.Members {
+			if !senders[u] {
+				copyMembers()
+				delete(next.Members, u)
+			}
+		}
+	}
+	next.Events = events
+	next.bytes = estimate(&next, e.members)
+	e.snap = &next
+	close(prev.changed)
+}
+
+// replaces returns the event an m.replace edit targets, or "".
+func replaces(ev *event.Event) string {
+	var c struct {
+		RelatesTo struct {
+			RelType string `json:"rel_type"`
+			EventID string `json:"event_id"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil || c.RelatesTo.RelType != "m.replace" {
+		return ""
+	}
+	return c.RelatesTo.EventID
+}
+
+func count(m, want string) int {
+	if m == want {
+		return 1
+	}
+	return 0
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// estimate approximates a snapshot's memory: rendered bytes plus per-member
+// bookkeeping (the member events themselves are shared with the room
+// service, only the map entry is ours).
+func estimate(s *Snapshot, members map[string]*event.Event) int64 {
+	n := int64(512)
+	for _, e := range s.Events {
+		n += int64(len(e.body)+len(e.unsigned)) + 128
+	}
+	for _, b := range s.State {
+		n += int64(len(b)) + 64
+	}
+	for u, b := range s.Members {
+		n += int64(len(u)+len(b)) + 64
+	}
+	for u := range members {
+		n += int64(len(u)) + 48
+	}
+	return n
+}
+
+// evictLocked drops least recently used rooms until the cache fits, never the
+// room just touched.
+func (c *Cache) evictLocked(keep *entry) {
+	for c.bytes > c.cfg.MaxBytes {
+		el := c.lru.Back()
+		if el == nil {
+			return
+		}
+		victim := el.Value.(*entry)
+		if victim == keep {
+			if c.lru.Len() == 1 {
+				return
+			}
+			c.lru.MoveToFront(el)
+			continue
+		}
+		if victim.loading {
+			return // loads in flight hold no counted bytes yet
+		}
+		c.lru.Remove(el)
+		delete(c.entries, victim.roomID)
+		c.bytes -= victim.snap.bytes
+		close(victim.snap.changed)
+	}
+}
+
+// Events returns how many events a snapshot keeps.
+func (c *Cache) Events() int { return c.cfg.Events }

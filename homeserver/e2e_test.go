@@ -915,3 +915,35 @@ func TestRateLimits(t *testing.T) {
 		t.Fatal("no 429 after a burst of failed logins")
 	}
 }
+
+// enc percent-encodes an identifier the way clients do (encodeURIComponent).
+func enc(s string) string {
+	return strings.NewReplacer("@", "%40", ":", "%3A", "$", "%24", "#", "%23", "!", "%21", "/", "%2F").Replace(s)
+}
+
+// Clients percent-encode identifiers in paths; every endpoint must decode
+// them (matrix-js-sdk found this).
+func TestPercentEncodedPathParameters(t *testing.T) {
+	s := newServer(t)
+	alice := s.register("alice")
+	v11 := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "11", "room_alias_name": "v11"}).str("room_id")
+	if !strings.Contains(v11, ":") {
+		t.Fatalf("v11 room ID without a server part: %s", v11)
+	}
+	base := "/_matrix/client/v3/rooms/" + enc(v11)
+	ev := alice.must("PUT", base+"/send/m.room.message/t1", text("hi")).str("event_id")
+	alice.must("GET", base+"/event/"+enc(ev), nil)
+	alice.must("PUT", base+"/typing/"+enc(alice.UserID), map[string]any{"typing": true, "timeout": 1000})
+	alice.must("POST", base+"/receipt/m.read/"+enc(ev), map[string]any{})
+	alice.must("POST", "/_matrix/client/v3/user/"+enc(alice.UserID)+"/filter", map[string]any{})
+	alice.must("GET", "/_matrix/client/v3/profile/"+enc(alice.UserID), nil)
+	if r := alice.must("GET", "/_matrix/client/v3/directory/room/"+enc("#v11:plaza.test"), nil); r.str("room_id") != v11 {
+		t.Fatalf("alias lookup: %s", r.Raw)
+	}
+	// A state key with a slash stays one parameter.
+	alice.must("PUT", base+"/state/org.example.thing/"+enc("a/b"), map[string]any{"x": 1})
+	if r := alice.must("GET", base+"/state/org.example.thing/"+enc("a/b"), nil); r.Body["x"] != float64(1) {
+		t.Fatalf("state key with a slash: %s", r.Raw)
+	}
+	alice.must("PUT", base+"/redact/"+enc(ev)+"/r1", map[string]any{})
+}

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/url"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -75,14 +74,7 @@ func (s *Service) Routes(r chi.Router) {
 // path when it differs from the decoded one (a room ID's "%21" or a "%2F"),
 // and then hands parameters over still escaped.
 func pathParam(r *http.Request, name string) (string, error) {
-	v := chi.URLParam(r, name)
-	if r.URL.RawPath != "" {
-		d, err := url.PathUnescape(v)
-		if err != nil {
-			return "", httpapi.InvalidParam("invalid escaping in %s", name)
-		}
-		v = d
-	}
+	v := httpapi.PathParam(r, name)
 	if !utf8.ValidString(v) {
 		return "", httpapi.InvalidParam("%s is not valid UTF-8", name)
 	}

@@ -295,9 +295,9 @@ func (a *API) newSession(r *http.Request, userID, deviceID, displayName string, 
 }
 
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	httpapi.Respond(w, http.StatusOK, map[string]any{"flows": []map[string]any{
+	httpapi.Respond(w, http.StatusOK, map[string]any{"flows": append([]map[string]any{
 		{"type": "m.login.password"}, {"type": "m.login.token"},
-	}})
+	}, a.ssoFlows()...)})
 }
 
 type loginRequest struct {
@@ -575,7 +575,7 @@ func (a *API) getDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, d := range devs {
-		if d.DeviceID == chi.URLParam(r, "deviceID") {
+		if d.DeviceID == httpapi.PathParam(r, "deviceID") {
 			httpapi.Respond(w, http.StatusOK, deviceJSON(d))
 			return
 		}
@@ -599,7 +599,7 @@ func (a *API) renameDevice(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.InvalidParam("display_name is longer than 255 bytes"))
 		return
 	}
-	err := a.db.RenameDevice(r.Context(), requester(r).UserID, chi.URLParam(r, "deviceID"), *req.DisplayName)
+	err := a.db.RenameDevice(r.Context(), requester(r).UserID, httpapi.PathParam(r, "deviceID"), *req.DisplayName)
 	if errors.Is(err, storage.ErrNotFound) {
 		httpapi.Fail(w, r, httpapi.NotFound("no such device"))
 		return
@@ -612,7 +612,7 @@ func (a *API) renameDevice(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request) {
-	a.deleteDeviceList(w, r, []string{chi.URLParam(r, "deviceID")}, nil)
+	a.deleteDeviceList(w, r, []string{httpapi.PathParam(r, "deviceID")}, nil)
 }
 
 func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request) {

@@ -53,6 +53,7 @@ type API struct {
 	limiter *limiter
 	txns    singleflight.Group
 	tokens  sessionCache
+	sso     ssoProviders
 }
 
 // New builds the API.

@@ -45,7 +45,7 @@ func (a *API) V1Routes(r chi.Router) {
 func (a *API) sendTxn(w http.ResponseWriter, r *http.Request, redaction bool, do func() (*room.Result, error)) {
 	ctx := r.Context()
 	rq := requester(r)
-	txnID := chi.URLParam(r, "txnID")
+	txnID := httpapi.PathParam(r, "txnID")
 	key := rq.UserID + "\x00" + rq.DeviceID + "\x00" + strconv.FormatBool(redaction) + "\x00" + txnID
 	v, err, _ := a.txns.Do(key, func() (any, error) {
 		if id, err := a.db.EventByTxn(ctx, rq.UserID, rq.DeviceID, txnID, redaction); err == nil {
@@ -72,7 +72,7 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	roomID, typ, txnID := chi.URLParam(r, "roomID"), chi.URLParam(r, "eventType"), chi.URLParam(r, "txnID")
+	roomID, typ, txnID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventType"), httpapi.PathParam(r, "txnID")
 	body, err := httpapi.ReadBody(r, httpapi.DefaultMaxBody)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -100,7 +100,7 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	roomID, target, txnID := chi.URLParam(r, "roomID"), chi.URLParam(r, "eventID"), chi.URLParam(r, "txnID")
+	roomID, target, txnID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID"), httpapi.PathParam(r, "txnID")
 	var req struct {
 		Reason string `json:"reason"`
 	}
@@ -233,7 +233,7 @@ func parseFilterParam(r *http.Request) (*RoomEventFilter, error) {
 func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir == "" {
@@ -377,7 +377,7 @@ func (a *API) visibleEvent(ctx context.Context, roomID, eventID, userID string) 
 
 func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	ev, _, err := a.visibleEvent(ctx, chi.URLParam(r, "roomID"), chi.URLParam(r, "eventID"), requester(r).UserID)
+	ev, _, err := a.visibleEvent(ctx, httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID"), requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -392,8 +392,8 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) eventContext(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	roomID := chi.URLParam(r, "roomID")
-	ev, vis, err := a.visibleEvent(ctx, roomID, chi.URLParam(r, "eventID"), requester(r).UserID)
+	roomID := httpapi.PathParam(r, "roomID")
+	ev, vis, err := a.visibleEvent(ctx, roomID, httpapi.PathParam(r, "eventID"), requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -475,7 +475,7 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) relations(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	roomID, eventID := chi.URLParam(r, "roomID"), chi.URLParam(r, "eventID")
+	roomID, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID")
 	_, vis, err := a.visibleEvent(ctx, roomID, eventID, requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -499,7 +499,7 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	evs, err := a.db.Relations(ctx, eventID, chi.URLParam(r, "relType"), chi.URLParam(r, "eventType"), from, limit, forwards)
+	evs, err := a.db.Relations(ctx, eventID, httpapi.PathParam(r, "relType"), httpapi.PathParam(r, "eventType"), from, limit, forwards)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -525,7 +525,7 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request) {
 func (a *API) threads(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	vis, err := a.rooms.VisibilityFor(ctx, roomID, rq.UserID)
 	if errors.Is(err, storage.ErrNotFound) {
 		httpapi.Fail(w, r, httpapi.NotFound("room not found"))
@@ -590,7 +590,7 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	q := r.URL.Query()
 	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
 	if err != nil {

@@ -61,7 +61,7 @@ func profileJSON(acct *storage.Account) map[string]any {
 }
 
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
-	acct, err := a.profileOf(r.Context(), chi.URLParam(r, "userID"))
+	acct, err := a.profileOf(r.Context(), httpapi.PathParam(r, "userID"))
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -70,12 +70,12 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
-	field := chi.URLParam(r, "field")
+	field := httpapi.PathParam(r, "field")
 	if field != "displayname" && field != "avatar_url" {
 		httpapi.Fail(w, r, httpapi.NotFound("unknown profile field %q", field))
 		return
 	}
-	acct, err := a.profileOf(r.Context(), chi.URLParam(r, "userID"))
+	acct, err := a.profileOf(r.Context(), httpapi.PathParam(r, "userID"))
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -91,7 +91,7 @@ func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
 func (a *API) putProfileField(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	userID, field := chi.URLParam(r, "userID"), chi.URLParam(r, "field")
+	userID, field := httpapi.PathParam(r, "userID"), httpapi.PathParam(r, "field")
 	if userID != rq.UserID {
 		httpapi.Fail(w, r, httpapi.Forbidden("you can only change your own profile"))
 		return

@@ -356,7 +356,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, roomID string) {
 }
 
 func (a *API) joinRoomIDOrAlias(w http.ResponseWriter, r *http.Request) {
-	roomID, err := a.resolveRoom(r.Context(), chi.URLParam(r, "roomIDOrAlias"))
+	roomID, err := a.resolveRoom(r.Context(), httpapi.PathParam(r, "roomIDOrAlias"))
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -365,7 +365,7 @@ func (a *API) joinRoomIDOrAlias(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) joinRoomID(w http.ResponseWriter, r *http.Request) {
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	if !id.ValidRoomID(roomID) {
 		httpapi.Fail(w, r, httpapi.InvalidParam("invalid room ID"))
 		return
@@ -376,7 +376,7 @@ func (a *API) joinRoomID(w http.ResponseWriter, r *http.Request) {
 func (a *API) knock(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID, err := a.resolveRoom(ctx, chi.URLParam(r, "roomIDOrAlias"))
+	roomID, err := a.resolveRoom(ctx, httpapi.PathParam(r, "roomIDOrAlias"))
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -402,7 +402,7 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) leave(w http.ResponseWriter, r *http.Request) {
 	rq := requester(r)
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	var req struct {
 		Reason string `json:"reason"`
 	}
@@ -424,7 +424,7 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request) {
 func (a *API) forget(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	m, err := a.rooms.Membership(ctx, roomID, rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, roomErr(err))
@@ -447,7 +447,7 @@ func (a *API) membershipChange(membership string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		rq := requester(r)
-		roomID := chi.URLParam(r, "roomID")
+		roomID := httpapi.PathParam(r, "roomID")
 		var req struct {
 			UserID string `json:"user_id"`
 			Reason string `json:"reason"`
@@ -544,7 +544,7 @@ func (a *API) requireMember(ctx context.Context, roomID, userID string) error {
 
 func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	if err := a.requireMember(ctx, roomID, requester(r).UserID); err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -579,7 +579,7 @@ func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request) {
 func (a *API) members(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	q := r.URL.Query()
 	state, err := a.visibleState(ctx, roomID, rq.UserID)
 	if err != nil {
@@ -640,7 +640,7 @@ func (a *API) visibleState(ctx context.Context, roomID, userID string) ([]*event
 }
 
 func (a *API) getState(w http.ResponseWriter, r *http.Request) {
-	state, err := a.visibleState(r.Context(), chi.URLParam(r, "roomID"), requester(r).UserID)
+	state, err := a.visibleState(r.Context(), httpapi.PathParam(r, "roomID"), requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -655,16 +655,16 @@ func (a *API) getState(w http.ResponseWriter, r *http.Request) {
 // stateKeyParam reads the optional state key after the event type (it may
 // contain slashes).
 func stateKeyParam(r *http.Request) string {
-	return chi.URLParam(r, "*")
+	return httpapi.PathParam(r, "*")
 }
 
 func (a *API) getStateEvent(w http.ResponseWriter, r *http.Request) {
-	state, err := a.visibleState(r.Context(), chi.URLParam(r, "roomID"), requester(r).UserID)
+	state, err := a.visibleState(r.Context(), httpapi.PathParam(r, "roomID"), requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	typ, sk := chi.URLParam(r, "eventType"), stateKeyParam(r)
+	typ, sk := httpapi.PathParam(r, "eventType"), stateKeyParam(r)
 	for _, ev := range state {
 		if ev.Type() == typ && ev.StateKeyEquals(sk) {
 			if r.URL.Query().Get("format") == "event" {
@@ -681,8 +681,8 @@ func (a *API) getStateEvent(w http.ResponseWriter, r *http.Request) {
 func (a *API) putState(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID := chi.URLParam(r, "roomID")
-	typ, sk := chi.URLParam(r, "eventType"), stateKeyParam(r)
+	roomID := httpapi.PathParam(r, "roomID")
+	typ, sk := httpapi.PathParam(r, "eventType"), stateKeyParam(r)
 	body, err := httpapi.ReadBody(r, httpapi.DefaultMaxBody)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -749,7 +749,7 @@ func (a *API) checkCanonicalAlias(ctx context.Context, roomID string, obj map[st
 }
 
 func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
-	alias := chi.URLParam(r, "alias")
+	alias := httpapi.PathParam(r, "alias")
 	roomID, err := a.resolveRoom(r.Context(), alias)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -760,7 +760,7 @@ func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) putAlias(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	alias := chi.URLParam(r, "alias")
+	alias := httpapi.PathParam(r, "alias")
 	parsed, err := id.ParseRoomAlias(alias)
 	if err != nil {
 		httpapi.Fail(w, r, httpapi.InvalidParam("invalid room alias"))
@@ -810,7 +810,7 @@ func (a *API) requireJoined(ctx context.Context, roomID, userID string) error {
 func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	alias := chi.URLParam(r, "alias")
+	alias := httpapi.PathParam(r, "alias")
 	roomID, creator, err := a.db.AliasCreator(ctx, alias)
 	if errors.Is(err, storage.ErrNotFound) {
 		httpapi.Fail(w, r, httpapi.NotFound("room alias %s not found", alias))
@@ -836,7 +836,7 @@ func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) roomAliases(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	if err := a.requireMember(ctx, roomID, requester(r).UserID); err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -858,7 +858,7 @@ func (a *API) roomAliases(w http.ResponseWriter, r *http.Request) {
 func (a *API) upgrade(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	oldID := chi.URLParam(r, "roomID")
+	oldID := httpapi.PathParam(r, "roomID")
 	var req struct {
 		NewVersion string `json:"new_version"`
 	}

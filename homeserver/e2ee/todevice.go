@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
-
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/id"
 	"plaza/homeserver/storage"
@@ -21,7 +19,7 @@ import (
 func (s *Service) sendToDevice(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := httpapi.RequesterFrom(ctx)
-	evType, txnID := chi.URLParam(r, "eventType"), chi.URLParam(r, "txnID")
+	evType, txnID := httpapi.PathParam(r, "eventType"), httpapi.PathParam(r, "txnID")
 	if evType == "" || len(evType) > 255 {
 		httpapi.Fail(w, r, httpapi.InvalidParam("the event type must be 1 to 255 bytes"))
 		return

@@ -99,7 +99,7 @@ func (s *Service) requireJoined(ctx context.Context, roomID, userID string) erro
 func (s *Service) putTyping(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := httpapi.RequesterFrom(ctx)
-	roomID, userID := chi.URLParam(r, "roomID"), chi.URLParam(r, "userID")
+	roomID, userID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "userID")
 	if userID != rq.UserID {
 		httpapi.Fail(w, r, httpapi.Forbidden("you can only set your own typing state"))
 		return
@@ -153,7 +153,7 @@ func (s *Service) expireTyping(roomID, userID string) {
 func (s *Service) postReceipt(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := httpapi.RequesterFrom(ctx)
-	roomID, typ, eventID := chi.URLParam(r, "roomID"), chi.URLParam(r, "receiptType"), chi.URLParam(r, "eventID")
+	roomID, typ, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "receiptType"), httpapi.PathParam(r, "eventID")
 	var req struct {
 		ThreadID string `json:"thread_id"`
 	}
@@ -179,7 +179,7 @@ func (s *Service) postReceipt(w http.ResponseWriter, r *http.Request) {
 func (s *Service) postReadMarkers(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := httpapi.RequesterFrom(ctx)
-	roomID := chi.URLParam(r, "roomID")
+	roomID := httpapi.PathParam(r, "roomID")
 	var req map[string]string
 	if err := httpapi.Decode(r, &req); err != nil {
 		httpapi.Fail(w, r, err)
@@ -233,7 +233,7 @@ var validPresence = []string{"online", "offline", "unavailable"}
 
 func (s *Service) putPresence(w http.ResponseWriter, r *http.Request) {
 	rq := httpapi.RequesterFrom(r.Context())
-	userID := chi.URLParam(r, "userID")
+	userID := httpapi.PathParam(r, "userID")
 	if userID != rq.UserID {
 		httpapi.Fail(w, r, httpapi.Forbidden("you can only set your own presence"))
 		return
@@ -273,7 +273,7 @@ func (s *Service) putPresence(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) getPresence(w http.ResponseWriter, r *http.Request) {
-	userID := chi.URLParam(r, "userID")
+	userID := httpapi.PathParam(r, "userID")
 	s.mu.Lock()
 	p, ok := s.presence[userID]
 	s.mu.Unlock()

@@ -13,7 +13,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
+
+	"github.com/go-chi/chi/v5"
 )
 
 // Error is a Matrix API error: {"errcode": ..., "error": ...} plus extra fields.
@@ -230,4 +233,19 @@ func WithRequester(ctx context.Context, r *Requester) context.Context {
 func RequesterFrom(ctx context.Context) *Requester {
 	r, _ := ctx.Value(requesterKey{}).(*Requester)
 	return r
+}
+
+// PathParam returns a URL path parameter decoded. Clients percent-encode
+// identifiers in paths ("@" as %40, ":" as %3A, "$" as %24); when they do,
+// routing runs on the raw path (so an encoded "/" inside a state key does not
+// split it) and the router hands parameters over still encoded.
+func PathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath == "" || !strings.Contains(v, "%") {
+		return v
+	}
+	if d, err := url.PathUnescape(v); err == nil {
+		return d
+	}
+	return v
 }

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/id"
 )
@@ -46,7 +44,7 @@ func (s *Service) checkMXC(serverName, mediaID string) error {
 // path when it differs from the decoded one (a %2F, say), and then hands
 // parameters over still escaped.
 func pathParam(r *http.Request, name string) (string, error) {
-	v := chi.URLParam(r, name)
+	v := httpapi.PathParam(r, name)
 	if r.URL.RawPath == "" {
 		return v, nil
 	}
@@ -149,7 +147,7 @@ func (s *Service) download(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	filename := m.filename
-	if chi.URLParam(r, "fileName") != "" {
+	if httpapi.PathParam(r, "fileName") != "" {
 		if filename, err = pathParam(r, "fileName"); err == nil && !validFilename(filename) {
 			err = httpapi.InvalidParam("invalid file name")
 		}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
 
 	"plaza/homeserver/httpapi"
@@ -108,7 +107,7 @@ func (s *Service) uploadReserved(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	serverName, mediaID := chi.URLParam(r, "serverName"), chi.URLParam(r, "mediaId")
+	serverName, mediaID := httpapi.PathParam(r, "serverName"), httpapi.PathParam(r, "mediaId")
 	if err := s.checkMXC(serverName, mediaID); err != nil {
 		httpapi.Fail(w, r, err)
 		return

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
-
 	"plaza/homeserver/clientapi"
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/storage"
@@ -89,7 +87,7 @@ func (s *Service) loadFilter(ctx context.Context, userID, param string) (*Filter
 
 func (s *Service) createFilter(w http.ResponseWriter, r *http.Request) {
 	rq := httpapi.RequesterFrom(r.Context())
-	if chi.URLParam(r, "userID") != rq.UserID {
+	if httpapi.PathParam(r, "userID") != rq.UserID {
 		httpapi.Fail(w, r, httpapi.Forbidden("you can only create filters for yourself"))
 		return
 	}
@@ -112,11 +110,11 @@ func (s *Service) createFilter(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) getFilter(w http.ResponseWriter, r *http.Request) {
 	rq := httpapi.RequesterFrom(r.Context())
-	if chi.URLParam(r, "userID") != rq.UserID {
+	if httpapi.PathParam(r, "userID") != rq.UserID {
 		httpapi.Fail(w, r, httpapi.Forbidden("you can only read your own filters"))
 		return
 	}
-	id, err := strconv.ParseInt(chi.URLParam(r, "filterID"), 10, 64)
+	id, err := strconv.ParseInt(httpapi.PathParam(r, "filterID"), 10, 64)
 	if err != nil {
 		httpapi.Fail(w, r, httpapi.NotFound("no such filter"))
 		return

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	gosync "sync"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -47,11 +48,14 @@ type Service struct {
 	db      *storage.DB
 	tracker *stream.Tracker
 	syncer  *sync.Service
+
+	rulesMu gosync.Mutex
+	rules   map[string]cachedRuleset
 }
 
 // New builds the service and registers it with /sync.
 func New(db *storage.DB, tracker *stream.Tracker, syncer *sync.Service) *Service {
-	s := &Service{db: db, tracker: tracker, syncer: syncer}
+	s := &Service{db: db, tracker: tracker, syncer: syncer, rules: map[string]cachedRuleset{}}
 	syncer.AddExtension(s)
 	return s
 }

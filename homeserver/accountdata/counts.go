@@ -30,15 +30,7 @@ func (s *Service) CountNotifications(ctx context.Context, userID string, rules R
 		if e.RedactedBy != "" {
 			continue
 		}
-		raw, err := json.Marshal(e.Event.Client())
-		if err != nil {
-			continue
-		}
-		var m map[string]any
-		if json.Unmarshal(raw, &m) != nil {
-			continue
-		}
-		view.Event = m
+		view.Event = e.Event.ClientMap()
 		view.SenderPowerLevel = 0
 		if plErr == nil {
 			view.SenderPowerLevel = pl.UserLevel(e.Event.Sender())

@@ -52,13 +52,39 @@ func (s *Service) RulesetVersion(ctx context.Context, userID string) (Ruleset, i
 }
 
 // ruleset also returns the stream position of the user's last change.
+// Rulesets are cached per user: every sync's unread counts need them. A
+// change through this process drops the entry; with several processes the
+// cache would follow the stream instead (DESIGN.md, "Scale").
 func (s *Service) ruleset(ctx context.Context, userID string) (Ruleset, int64, error) {
+	s.rulesMu.Lock()
+	c, ok := s.rules[userID]
+	s.rulesMu.Unlock()
+	if ok {
+		return c.rules, c.pos, nil
+	}
 	data, pos, err := s.db.PushRules(ctx, userID)
 	if err != nil {
 		return Ruleset{}, 0, err
 	}
 	rs, err := rulesetFrom(userID, data)
-	return rs, pos, err
+	if err != nil {
+		return Ruleset{}, 0, err
+	}
+	s.rulesMu.Lock()
+	if len(s.rules) >= maxCachedRulesets {
+		clear(s.rules)
+	}
+	s.rules[userID] = cachedRuleset{rules: rs, pos: pos}
+	s.rulesMu.Unlock()
+	return rs, pos, nil
+}
+
+// maxCachedRulesets bounds the ruleset cache; past it, it starts over.
+const maxCachedRulesets = 100_000
+
+type cachedRuleset struct {
+	rules Ruleset
+	pos   int64
 }
 
 // rulesetFrom merges stored changes over the defaults.
@@ -360,6 +386,11 @@ func (s *Service) putRuleActions(w http.ResponseWriter, r *http.Request) {
 func (s *Service) changeRules(w http.ResponseWriter, r *http.Request, change func(*userRules) error) {
 	ctx := r.Context()
 	userID := httpapi.RequesterFrom(ctx).UserID
+	defer func() {
+		s.rulesMu.Lock()
+		delete(s.rules, userID)
+		s.rulesMu.Unlock()
+	}()
 	err := s.write(userID, func(pos int64) (bool, error) {
 		return s.db.UpdatePushRules(ctx, userID, pos, func(old []byte) ([]byte, error) {
 			u, err := parseUserRules(old)

@@ -1,6 +1,8 @@
 package event
 
-import "encoding/json"
+import (
+	"encoding/json"
+)
 
 // ClientEvent is the client-server API's format of a room event
 // (ClientEventWithoutRoomID plus room_id).
@@ -24,4 +26,20 @@ func (e *Event) Client() ClientEvent {
 		Content: json.RawMessage(e.content), EventID: e.id, OriginServerTS: e.originServerTS, RoomID: e.roomID,
 		Sender: e.sender, StateKey: e.stateKey, Type: e.typ, Redacts: e.redacts,
 	}
+}
+
+// ClientMap returns the event in client format decoded into generic JSON
+// values, computed once per event: push rules read it for every user of a
+// room. Callers must not modify it.
+func (e *Event) ClientMap() map[string]any {
+	e.mapOnce.Do(func() {
+		raw, err := json.Marshal(e.Client())
+		if err == nil {
+			_ = json.Unmarshal(raw, &e.clientMap)
+		}
+		if e.clientMap == nil {
+			e.clientMap = map[string]any{}
+		}
+	})
+	return e.clientMap
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"plaza/homeserver/canonicaljson"
@@ -72,6 +73,9 @@ type Event struct {
 	originServerTS int64
 	redacts        string
 	contentHash    string
+
+	mapOnce   sync.Once
+	clientMap map[string]any
 }
 
 // ID returns the event ID ("$" + URL-safe base64 of the reference hash).

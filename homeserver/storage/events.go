@@ -64,7 +64,7 @@ func (db *DB) Room(ctx context.Context, roomID string) (*Room, error) {
 const eventColumns = `e.event_nid, COALESCE(e.stream_pos, 0), e.event_id, e.json, r.version, e.rejected, e.soft_failed,
 	COALESCE(e.redacted_by, ''), COALESCE(e.txn_device, ''), COALESCE(e.txn_id, '')`
 
-func scanEvents(rows pgx.Rows) ([]*StoredEvent, error) {
+func (db *DB) scanEvents(rows pgx.Rows) ([]*StoredEvent, error) {
 	defer rows.Close()
 	var out []*StoredEvent
 	for rows.Next() {
@@ -75,12 +75,15 @@ func scanEvents(rows pgx.Rows) ([]*StoredEvent, error) {
 			&se.RedactedBy, &se.TxnDevice, &se.TxnID); err != nil {
 			return nil, err
 		}
-		v, err := event.Version(version)
-		if err != nil {
-			return nil, err
-		}
-		if se.Event, err = event.Trusted(v, js, eventID); err != nil {
-			return nil, fmt.Errorf("stored event %s: %w", eventID, err)
+		if se.Event = db.events.get(se.NID); se.Event == nil {
+			v, err := event.Version(version)
+			if err != nil {
+				return nil, err
+			}
+			if se.Event, err = event.Trusted(v, js, eventID); err != nil {
+				return nil, fmt.Errorf("stored event %s: %w", eventID, err)
+			}
+			db.events.put(se.NID, se.Event)
 		}
 		out = append(out, &se)
 	}
@@ -93,7 +96,7 @@ func (db *DB) EventsByNID(ctx context.Context, nids []int64) ([]*StoredEvent, er
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }
 
 // EventsByID loads events by event ID, in no particular order; unknown IDs
@@ -103,7 +106,7 @@ func (db *DB) EventsByID(ctx context.Context, ids []string) ([]*StoredEvent, err
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }
 
 // EventByID loads one event.

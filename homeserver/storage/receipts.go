@@ -72,7 +72,7 @@ func (db *DB) UnreadEvents(ctx context.Context, roomNID, after, upto int64, user
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }
 
 // StreamPosOf returns an event's stream position (0 for outliers).

@@ -132,7 +132,7 @@ func (db *DB) HistoryVisibilityChanges(ctx context.Context, roomNID int64) ([]*S
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }
 
 // Members returns a room's current member events' NIDs with their
@@ -234,7 +234,7 @@ func (db *DB) RoomEvents(ctx context.Context, roomNID int64, from, to int64, bac
 	if err != nil {
 		return nil, fmt.Errorf("room events: %w", err)
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }
 
 // RoomNID returns a room's numeric ID.
@@ -259,7 +259,7 @@ func (db *DB) EventAtTimestamp(ctx context.Context, roomNID, ts int64, forwards 
 	if err != nil {
 		return nil, err
 	}
-	evs, err := scanEvents(rows)
+	evs, err := db.scanEvents(rows)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +303,7 @@ func (db *DB) Relations(ctx context.Context, eventID, relType, evType string, be
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }
 
 // ThreadRoots returns the roots of threads in a room, newest activity first.
@@ -411,7 +411,7 @@ func (db *DB) MembersAt(ctx context.Context, roomNID, pos int64) ([]*StoredEvent
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }
 
 // StateBeforeEvent returns the state group before an event, and the event.
@@ -486,5 +486,5 @@ func (db *DB) StateEventsBetween(ctx context.Context, roomNID, from, to int64) (
 	if err != nil {
 		return nil, err
 	}
-	return scanEvents(rows)
+	return db.scanEvents(rows)
 }

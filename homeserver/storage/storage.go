@@ -34,7 +34,8 @@ var ErrNotFound = errors.New("not found")
 
 // DB is the homeserver's database.
 type DB struct {
-	Pool *pgxpool.Pool
+	Pool   *pgxpool.Pool
+	events *eventCache
 }
 
 // Open connects to PostgreSQL and applies pending migrations.
@@ -58,11 +59,11 @@ func Open(ctx context.Context, connString string, logf func(string, ...any)) (*D
 		pool.Close()
 		return nil, fmt.Errorf("migrating the database: %w", err)
 	}
-	return &DB{Pool: pool}, nil
+	return &DB{Pool: pool, events: newEventCache()}, nil
 }
 
 // New wraps an already migrated pool (tests).
-func New(pool *pgxpool.Pool) *DB { return &DB{Pool: pool} }
+func New(pool *pgxpool.Pool) *DB { return &DB{Pool: pool, events: newEventCache()} }
 
 // Close closes the pool.
 func (db *DB) Close() { db.Pool.Close() }

@@ -55,8 +55,9 @@ type Service struct {
 	// peeks by device, and the devices peeking each room (to wake their
 	// /sync long-polls). Memory only: a restart ends every peek, which the
 	// expiry already tells clients to expect.
-	peeks  map[device]map[string]*peekEntry
-	byRoom map[string]map[device]struct{}
+	peeks     map[device]map[string]*peekEntry
+	byRoom    map[string]map[device]struct{}
+	lastSweep time.Time
 }
 
 type device struct{ userID, deviceID string }

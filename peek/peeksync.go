@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	"plaza/homeserver/event"
 	"plaza/homeserver/httpapi"
@@ -35,8 +36,17 @@ func (s *Service) peek(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := device{rq.UserID, rq.DeviceID}
-	expiry := s.now().Add(s.cfg.PeekLifetime)
+	now := s.now()
+	expiry := now.Add(s.cfg.PeekLifetime)
 	s.mu.Lock()
+	if now.Sub(s.lastSweep) > time.Minute {
+		// Devices that never sync again would otherwise keep their expired
+		// peeks forever; a sweep now and then bounds them.
+		s.lastSweep = now
+		for other := range s.peeks {
+			s.expireLocked(other)
+		}
+	}
 	s.expireLocked(d)
 	p := s.peeks[d][roomID]
 	if p == nil && len(s.peeks[d]) >= s.cfg.MaxPeeksPerDevice {

@@ -291,6 +291,9 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*Snapshot,
 	}
 	snap := &Snapshot{Summary: Summary{RoomID: roomID, RoomVersion: version.ID}, Pos: pos,
 		State: map[event.TypeKey][]byte{}, Members: map[string][]byte{}, changed: make(chan struct{})}
+	// Counts come from the same in-memory state as the members map, so the
+	// stream's replay on top of them stays exact (a count from storage
+	// could already include a replayed join and count it twice).
 	members := map[string]*event.Event{}
 	for _, ev := range state {
 		if ev.Type() == event.TypeMember {
@@ -307,6 +310,12 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*Snapshot,
 		snap.State[tk] = render(ev.Client())
 		applySummary(&snap.Summary, ev)
 	}
+	// Current state may already hold events after pos, which the stream
+	// replays on top; the history visibility that judges those replayed
+	// events must be the one in force at pos, not the latest.
+	if snap.Summary.HistoryVisibility, err = c.historyVisibilityAt(ctx, roomID, pos); err != nil {
+		return nil, nil, err
+	}
 	evs, floor, err := c.visibleEvents(ctx, roomID, pos)
 	if err != nil {
 		return nil, nil, err
@@ -319,6 +328,31 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*Snapshot,
 	}
 	snap.bytes = estimate(snap, members)
 	return snap, members, nil
+}
+
+// historyVisibilityAt returns the room's history visibility at pos ("" if
+// never set).
+func (c *Cache) historyVisibilityAt(ctx context.Context, roomID string, pos int64) (string, error) {
+	nid, err := c.db.RoomNID(ctx, roomID)
+	if err != nil {
+		return "", fmt.Errorf("room %s: %w", roomID, err)
+	}
+	changes, err := c.db.HistoryVisibilityChanges(ctx, nid)
+	if err != nil {
+		return "", fmt.Errorf("room %s history visibility: %w", roomID, err)
+	}
+	hv := ""
+	for _, e := range changes {
+		if e.StreamPos > pos {
+			break
+		}
+		var content struct {
+			HistoryVisibility string `json:"history_visibility"`
+		}
+		_ = json.Unmarshal(e.Event.Content(), &content)
+		hv = content.HistoryVisibility
+	}
+	return hv, nil
 }
 
 // visibleEvents reads the latest events an anonymous reader may see, up to

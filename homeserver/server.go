@@ -22,6 +22,7 @@ import (
 	"plaza/homeserver/e2ee"
 	"plaza/homeserver/ephemeral"
 	"plaza/homeserver/event"
+	"plaza/homeserver/federation"
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/media"
 	"plaza/homeserver/room"
@@ -44,6 +45,12 @@ type Config struct {
 	AccessTokenLifetime time.Duration
 	// MaxUploadBytes bounds media uploads (0: the media package's default).
 	MaxUploadBytes int64
+	// FederationCAFile holds extra CA certificates (PEM) trusted for
+	// outbound federation, besides the system's.
+	FederationCAFile string
+	// FederationDelegate, if set, is served as m.server at
+	// /.well-known/matrix/server.
+	FederationDelegate string
 }
 
 // Server is a running homeserver.
@@ -62,6 +69,9 @@ type Server struct {
 	E2EE *e2ee.Service
 	// AccountData serves account data, room tags and push rules.
 	AccountData *accountdata.Service
+	// Federation serves the key server and authenticates federation
+	// requests both ways.
+	Federation *federation.Service
 }
 
 // New assembles a homeserver on an open, migrated database.
@@ -121,7 +131,15 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med, AccountData: acct, E2EE: keys}, nil
+	roots, err := federation.LoadRootCAs(cfg.FederationCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("federation CA file: %w", err)
+	}
+	fed, err := federation.New(ctx, federation.Config{ServerName: cfg.ServerName, Key: key, RootCAs: roots, Delegate: cfg.FederationDelegate}, db)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med, AccountData: acct, E2EE: keys, Federation: fed}, nil
 }
 
 // Handler returns the homeserver's HTTP handler (client API and discovery).
@@ -137,6 +155,7 @@ func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 		m(r)
 	}
 	s.Media.Routes(r, s.Client.Authenticate)
+	s.Federation.WellKnownRoutes(r)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))
 	})
@@ -144,6 +163,13 @@ func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 		httpapi.Fail(w, r, httpapi.Custom(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "method %s not allowed here", r.Method))
 	})
 	return r
+}
+
+// FederationHandler returns the handler of the federation listener: the
+// key server, the notary and the Server-Server API. mounts add routes, behind
+// s.Federation.Authenticate where they need a signed request.
+func (s *Server) FederationHandler(mounts ...func(chi.Router)) http.Handler {
+	return s.Federation.Handler(mounts...)
 }
 
 // loadOrCreateKey reads the server's signing key, creating it on first start.

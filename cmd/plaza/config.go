@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"plaza/homeserver/federation"
 	"plaza/homeserver/id"
 )
 
@@ -29,7 +31,18 @@ type Config struct {
 	Registration string // open, token or closed
 	RateLimit    bool
 	AdminListen  string // empty: no admin listener (pprof)
+	SSO          ssoConfig // sign-in with GitHub and GitLab (sso.go)
+
+	// Federation. Without a TLS certificate and key there is no federation
+	// listener: other servers cannot reach us.
+	FederationListen   string // host:port of the HTTPS federation listener
+	TLSCert, TLSKey    string // PEM files for the federation listener
+	FederationCAFile   string // extra CAs trusted for outbound federation (tests, private federations)
+	FederationDelegate string // served as m.server at /.well-known/matrix/server; empty: not served
 }
+
+// FederationEnabled reports whether the federation listener runs.
+func (c Config) FederationEnabled() bool { return c.TLSCert != "" }
 
 // EmbeddedClusterDir is where the private PostgreSQL cluster lives when no
 // database URL is configured.
@@ -47,7 +60,7 @@ type setting struct {
 
 // settings lists every setting in the order help shows them.
 func settings() []setting {
-	return []setting{
+	return append([]setting{
 		{key: "server_name", env: "PLAZA_SERVER_NAME", def: "localhost:8008",
 			help:  "Matrix server name, the part after ':' in user IDs (fixed once users exist)",
 			field: func(c *Config) any { return &c.ServerName }},
@@ -72,7 +85,22 @@ func settings() []setting {
 		{key: "admin_listen", env: "PLAZA_ADMIN_LISTEN", def: "",
 			help:  "address of the admin listener (Go pprof), e.g. 127.0.0.1:9090; empty: none",
 			field: func(c *Config) any { return &c.AdminListen }},
-	}
+		{key: "federation_listen", env: "PLAZA_FEDERATION_LISTEN", def: ":8448",
+			help:  "address the HTTPS federation listener binds, host:port (needs tls_cert and tls_key)",
+			field: func(c *Config) any { return &c.FederationListen }},
+		{key: "tls_cert", env: "PLAZA_TLS_CERT", def: "",
+			help:  "PEM certificate (chain) for the federation listener; empty: federation is off",
+			field: func(c *Config) any { return &c.TLSCert }},
+		{key: "tls_key", env: "PLAZA_TLS_KEY", def: "",
+			help:  "PEM private key of tls_cert",
+			field: func(c *Config) any { return &c.TLSKey }},
+		{key: "federation_ca_file", env: "PLAZA_FEDERATION_CA_FILE", def: "",
+			help:  "PEM CA certificates trusted for outbound federation besides the system's",
+			field: func(c *Config) any { return &c.FederationCAFile }},
+		{key: "federation_delegate", env: "PLAZA_FEDERATION_DELEGATE", def: "",
+			help:  "server name served at /.well-known/matrix/server (host[:port]); empty: not served",
+			field: func(c *Config) any { return &c.FederationDelegate }},
+	}, ssoSettings()...)
 }
 
 // origin records where a setting's value came from, so that an error names
@@ -207,10 +235,46 @@ func (c *Config) validate(table []setting, from map[string]origin) error {
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 
+	if err := c.validateFederation(fail); err != nil {
+		return err
+	}
+
+	if err := c.validateSSO(fail); err != nil {
+		return err
+	}
+
 	switch c.Registration {
 	case "open", "token", "closed":
 	default:
 		return fail("registration", c.Registration, "must be open, token or closed")
+	}
+	return nil
+}
+
+// validateFederation checks the federation settings. The certificate, key
+// and CA files are loaded here, so that a wrong path or a key that does not
+// match its certificate stops Plaza with the setting's name.
+func (c *Config) validateFederation(fail func(key, value, problem string) error) error {
+	if err := validListen(c.FederationListen); err != nil {
+		return fail("federation_listen", c.FederationListen, err.Error())
+	}
+	switch {
+	case c.TLSCert != "" && c.TLSKey == "":
+		return fail("tls_cert", c.TLSCert, "needs tls_key (PLAZA_TLS_KEY) too")
+	case c.TLSCert == "" && c.TLSKey != "":
+		return fail("tls_key", c.TLSKey, "needs tls_cert (PLAZA_TLS_CERT) too")
+	case c.TLSCert != "":
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			return fail("tls_cert", c.TLSCert, "cannot be used with tls_key "+strconv.Quote(c.TLSKey)+": "+err.Error())
+		}
+	}
+	if c.FederationCAFile != "" {
+		if _, err := federation.LoadRootCAs(c.FederationCAFile); err != nil {
+			return fail("federation_ca_file", c.FederationCAFile, err.Error())
+		}
+	}
+	if c.FederationDelegate != "" && !id.ValidServerName(c.FederationDelegate) {
+		return fail("federation_delegate", c.FederationDelegate, "not a server name: host or host:port (e.g. matrix.example.org:443)")
 	}
 	return nil
 }
@@ -268,7 +332,7 @@ func settingsHelp() string {
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(&b, "  %-13s %-19s %-15s %s\n", s.key, s.env, def, s.help)
+		fmt.Fprintf(&b, "  %-19s %-25s %-15s %s\n", s.key, s.env, def, s.help)
 	}
 	return b.String()
 }

@@ -1,10 +1,20 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"maps"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -19,6 +29,8 @@ func TestLoadConfig(t *testing.T) {
 		PublicURL:    "http://localhost:8008",
 		Registration: "closed",
 		RateLimit:    true,
+
+		FederationListen: ":8448",
 	}
 	with := func(f func(*Config)) Config {
 		c := defaults
@@ -47,7 +59,7 @@ func TestLoadConfig(t *testing.T) {
 			want: Config{
 				ServerName: "example.org", Listen: "127.0.0.1:9000", DataDir: "/var/lib/plaza",
 				DatabaseURL: "postgres://plaza:secret@db:5432/plaza", PublicURL: "https://matrix.example.org",
-				Registration: "token", RateLimit: false,
+				Registration: "token", RateLimit: false, FederationListen: ":8448",
 			},
 		},
 		{
@@ -68,7 +80,7 @@ rate_limit = false
 `,
 			want: Config{
 				ServerName: "example.org", Listen: "[::1]:8448", DataDir: "/srv/plaza", DatabaseURL: "postgres://db/plaza",
-				PublicURL: "https://example.org", Registration: "open", RateLimit: false,
+				PublicURL: "https://example.org", Registration: "open", RateLimit: false, FederationListen: ":8448",
 			},
 		},
 		{
@@ -265,4 +277,120 @@ func fakeEnv(env map[string]string) func(string) (string, bool) {
 		v, ok := env[key]
 		return v, ok
 	}
+}
+
+func TestLoadConfigFederation(t *testing.T) {
+	certs := writeTestCerts(t)
+	ok := map[string]string{
+		"PLAZA_TLS_CERT":            certs.cert,
+		"PLAZA_TLS_KEY":             certs.key,
+		"PLAZA_FEDERATION_LISTEN":   "127.0.0.1:8449",
+		"PLAZA_FEDERATION_CA_FILE":  certs.ca,
+		"PLAZA_FEDERATION_DELEGATE": "matrix.example.org:443",
+	}
+	got, err := LoadConfig("", fakeEnv(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.FederationEnabled() || got.TLSCert != certs.cert || got.TLSKey != certs.key || got.FederationListen != "127.0.0.1:8449" ||
+		got.FederationCAFile != certs.ca || got.FederationDelegate != "matrix.example.org:443" {
+		t.Errorf("LoadConfig = %+v", got)
+	}
+	if got, err := LoadConfig("", fakeEnv(nil)); err != nil || got.FederationEnabled() {
+		t.Errorf("defaults: federation enabled %v, %v", got.FederationEnabled(), err)
+	}
+
+	with := func(k, v string) map[string]string {
+		env := maps.Clone(ok)
+		if v == "" {
+			delete(env, k)
+		} else {
+			env[k] = v
+		}
+		return env
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"cert without key", with("PLAZA_TLS_KEY", ""), []string{"PLAZA_TLS_CERT=", "needs tls_key (PLAZA_TLS_KEY)"}},
+		{"key without cert", with("PLAZA_TLS_CERT", ""), []string{"PLAZA_TLS_KEY=", "needs tls_cert (PLAZA_TLS_CERT)"}},
+		{"missing cert file", with("PLAZA_TLS_CERT", certs.dir+"/absent.pem"), []string{"PLAZA_TLS_CERT=", "absent.pem", "cannot be used"}},
+		{"key of another certificate", with("PLAZA_TLS_KEY", certs.caKey), []string{"PLAZA_TLS_CERT=", "cannot be used with tls_key"}},
+		{"CA file without certificates", with("PLAZA_FEDERATION_CA_FILE", certs.key), []string{"PLAZA_FEDERATION_CA_FILE=", "no PEM certificate"}},
+		{"missing CA file", with("PLAZA_FEDERATION_CA_FILE", certs.dir+"/absent.pem"), []string{"PLAZA_FEDERATION_CA_FILE=", "absent.pem"}},
+		{"federation listen", with("PLAZA_FEDERATION_LISTEN", "8448"), []string{`PLAZA_FEDERATION_LISTEN="8448"`, "host:port"}},
+		{"delegate", with("PLAZA_FEDERATION_DELEGATE", "https://matrix.example.org"), []string{`PLAZA_FEDERATION_DELEGATE="https://matrix.example.org"`, "not a server name"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadConfig("", fakeEnv(tt.env))
+			if err == nil {
+				t.Fatal("LoadConfig succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// testCerts are PEM files made for one test: a CA, and a server certificate
+// it signed for 127.0.0.1 and localhost.
+type testCerts struct {
+	dir, ca, caKey, cert, key string
+}
+
+func writeTestCerts(t *testing.T) testCerts {
+	t.Helper()
+	dir := t.TempDir()
+	c := testCerts{dir: dir, ca: filepath.Join(dir, "ca.pem"), caKey: filepath.Join(dir, "ca.key"),
+		cert: filepath.Join(dir, "server.pem"), key: filepath.Join(dir, "server.key")}
+	write := func(path, typ string, der []byte) {
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newKey := func(path string) *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(path, "PRIVATE KEY", der)
+		return k
+	}
+	caKey, leafKey := newKey(c.caKey), newKey(c.key)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "plaza test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(c.ca, "CERTIFICATE", caDER)
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "plaza test server"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(c.cert, "CERTIFICATE", leafDER)
+	return c
 }

@@ -25,6 +25,10 @@ cluster in <data_dir>/postgres (using the system's PostgreSQL binaries) and
 stops it on exit. SIGINT or SIGTERM shut down gracefully: requests in flight
 finish (up to 10s), then PostgreSQL stops; a second signal exits at once.
 
+Federation runs on its own HTTPS listener (federation_listen, :8448) when
+tls_cert and tls_key are set; without them Plaza logs that federation is off
+and other servers cannot reach it.
+
 Examples:
   PLAZA_REGISTRATION=open plaza serve --demo   # try it: http://localhost:8008
   PLAZA_SERVER_NAME=example.org PLAZA_PUBLIC_URL=https://matrix.example.org plaza serve
@@ -105,6 +109,13 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 		return fmt.Errorf("listen address %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close() // after Serve, a no-op; before it, releases the port
+	var fedLn net.Listener
+	if cfg.FederationEnabled() {
+		if fedLn, err = net.Listen("tcp", cfg.FederationListen); err != nil {
+			return fmt.Errorf("federation listen address %s: %w", cfg.FederationListen, err)
+		}
+		defer fedLn.Close()
+	}
 
 	// A signal during start-up makes the step under way fail with a
 	// cancelled context; that is a requested stop, not a failure.
@@ -132,6 +143,9 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 		DataDir:      cfg.DataDir,
 		Registration: cfg.Registration,
 		RateLimit:    cfg.RateLimit,
+
+		FederationCAFile:   cfg.FederationCAFile,
+		FederationDelegate: cfg.FederationDelegate,
 	}, db.DB)
 	if err != nil {
 		return interrupted(fmt.Errorf("starting the homeserver: %w", err))
@@ -158,8 +172,27 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	// The federation listener serves only the key server and the
+	// Server-Server API, over TLS; no TLS certificate, no federation.
+	var fedSrv *http.Server
+	if fedLn != nil {
+		fedSrv = &http.Server{
+			Handler:           hs.FederationHandler(),
+			ReadHeaderTimeout: readHeaderTimeout,
+			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		go func() {
+			err := fedSrv.ServeTLS(fedLn, cfg.TLSCert, cfg.TLSKey)
+			served <- fmt.Errorf("federation listener: %w", err)
+		}()
+		log.Info("federation listener on "+fedLn.Addr().String(), "listen", fedLn.Addr().String())
+	} else {
+		log.Info("federation is off: set PLAZA_TLS_CERT and PLAZA_TLS_KEY to serve it on PLAZA_FEDERATION_LISTEN (default :8448)")
+	}
 	if cfg.AdminListen != "" {
 		// Profiling stays off the public listener: it exposes internals.
 		mux := http.NewServeMux()
@@ -200,6 +233,11 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	if err := srv.Shutdown(graceCtx); err != nil {
 		log.Warn("requests still running after the grace period were cut off", "grace", shutdownGrace.String())
 		_ = srv.Close()
+	}
+	if fedSrv != nil {
+		if err := fedSrv.Shutdown(graceCtx); err != nil {
+			_ = fedSrv.Close()
+		}
 	}
 	return failure
 }

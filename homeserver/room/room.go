@@ -58,6 +58,10 @@ type Service struct {
 
 	subsMu sync.RWMutex
 	subs   []func(Notification)
+
+	visMu  sync.Mutex
+	vis    map[string]map[string]*Visibility // room → user → visibility
+	visGen map[string]uint64                 // room → changes seen
 }
 
 // Notification tells subscribers about events just persisted in one room.
@@ -68,7 +72,8 @@ type Notification struct {
 
 // New returns the room service.
 func New(db *storage.DB, tracker *stream.Tracker, serverName string, key signing.Key) *Service {
-	return &Service{db: db, tracker: tracker, serverName: serverName, key: key, now: time.Now, rooms: map[string]*roomEntry{}}
+	return &Service{db: db, tracker: tracker, serverName: serverName, key: key, now: time.Now, rooms: map[string]*roomEntry{},
+		vis: map[string]map[string]*Visibility{}, visGen: map[string]uint64{}}
 }
 
 // UpTo returns the stream position readers may read up to.
@@ -476,6 +481,7 @@ func (s *Service) CreateRoom(ctx context.Context, v *event.RoomVersion, creator 
 }
 
 func (s *Service) publish(roomID string, stored []*storage.StoredEvent) {
+	s.invalidateVisibility(roomID, stored)
 	s.subsMu.RLock()
 	defer s.subsMu.RUnlock()
 	for _, f := range s.subs {

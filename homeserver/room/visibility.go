@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sort"
 
+	"plaza/homeserver/event"
 	"plaza/homeserver/storage"
 )
 
@@ -20,8 +21,59 @@ type Visibility struct {
 }
 
 // VisibilityFor prepares visibility checks of a room for a user ("" for an
-// anonymous reader).
+// anonymous reader). Results are cached per room and user until the room's
+// history visibility or the user's membership changes.
 func (s *Service) VisibilityFor(ctx context.Context, roomID, userID string) (*Visibility, error) {
+	s.visMu.Lock()
+	if v := s.vis[roomID][userID]; v != nil {
+		s.visMu.Unlock()
+		return v, nil
+	}
+	gen := s.visGen[roomID]
+	s.visMu.Unlock()
+	v, err := s.loadVisibility(ctx, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	s.visMu.Lock()
+	defer s.visMu.Unlock()
+	// Store only if nothing changed while loading: a write that committed
+	// meanwhile may not be in what was read.
+	if s.visGen[roomID] == gen {
+		if s.vis[roomID] == nil {
+			if len(s.vis) >= maxVisibilityRooms {
+				clear(s.vis)
+			}
+			s.vis[roomID] = map[string]*Visibility{}
+		}
+		s.vis[roomID][userID] = v
+	}
+	return v, nil
+}
+
+// maxVisibilityRooms bounds the visibility cache; past it, it starts over.
+const maxVisibilityRooms = 10_000
+
+// invalidateVisibility drops cached visibility that events change: all of
+// a room's on a history_visibility change, a user's on their membership.
+// It runs before the events' positions complete, so no reader can see the
+// events and an old answer.
+func (s *Service) invalidateVisibility(roomID string, evs []*storage.StoredEvent) {
+	s.visMu.Lock()
+	defer s.visMu.Unlock()
+	for _, e := range evs {
+		switch {
+		case e.Event.Type() == event.TypeHistoryVisibility:
+			s.visGen[roomID]++
+			delete(s.vis, roomID)
+		case e.Event.Type() == event.TypeMember && e.Event.StateKey() != nil:
+			s.visGen[roomID]++
+			delete(s.vis[roomID], *e.Event.StateKey())
+		}
+	}
+}
+
+func (s *Service) loadVisibility(ctx context.Context, roomID, userID string) (*Visibility, error) {
 	nid, err := s.db.RoomNID(ctx, roomID)
 	if err != nil {
 		return nil, err

@@ -19,15 +19,19 @@ import (
 
 // newPeekServer is newServer with the peek package's routes mounted, as
 // cmd/plaza wires them.
-func newPeekServer(t *testing.T) (*testServer, *peek.Service) {
+func newPeekServer(t *testing.T, cfgs ...peek.Config) (*testServer, *peek.Service) {
 	t.Helper()
+	pcfg := peek.Config{}
+	if len(cfgs) > 0 {
+		pcfg = cfgs[0]
+	}
 	pool := storagetest.NewDB(t, storage.Migrations())
 	cfg := homeserver.Config{ServerName: "plaza.test", DataDir: t.TempDir(), Registration: "open", BcryptCost: bcrypt.MinCost}
 	hs, err := homeserver.New(context.Background(), cfg, storage.New(pool))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := peek.New(hs, peek.Config{})
+	p := peek.New(hs, pcfg)
 	ts := httptest.NewServer(hs.Handler(p.Routes))
 	t.Cleanup(ts.Close)
 	return &testServer{t: t, URL: ts.URL, hs: hs}, p
@@ -315,5 +319,32 @@ func TestGuestEndpointSet(t *testing.T) {
 		{"GET", "/_matrix/client/v3/user/" + url.PathEscape(guest.UserID) + "/account_data/m.push_rules"},
 	} {
 		guest.fails(403, "M_GUEST_ACCESS_FORBIDDEN", c.method, c.path, map[string]any{})
+	}
+}
+
+// TestPeeksExpire: a peek not renewed within its lifetime ends by itself,
+// and a device's peeks are its own.
+func TestPeeksExpire(t *testing.T) {
+	s, _ := newPeekServer(t, peek.Config{PeekLifetime: 300 * time.Millisecond})
+	alice, bob := s.register("alice"), s.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	alice.putState(roomID, "m.room.history_visibility", map[string]any{"history_visibility": "world_readable"})
+	alice.send(roomID, text("hi"))
+	const msc = "/_matrix/client/unstable/org.matrix.msc2753"
+	bob.must("POST", msc+"/peek/"+url.PathEscape(roomID), map[string]any{})
+	if b := bodies(peekTimeline(bob.sync("", 0), roomID)); !slices.Equal(b, []string{"hi"}) {
+		t.Fatalf("peek: %v", b)
+	}
+	// Another device of bob's does not see the first device's peek.
+	other := s.anon()
+	r := other.must("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password",
+		"identifier": map[string]any{"type": "m.id.user", "user": "bob"}, "password": "secret-bob"})
+	other.token = r.str("access_token")
+	if len(peekTimeline(other.sync("", 0), roomID)) != 0 {
+		t.Fatal("a peek leaked to another device")
+	}
+	time.Sleep(400 * time.Millisecond)
+	if len(peekTimeline(bob.sync("", 0), roomID)) != 0 {
+		t.Fatal("expired peek still in sync")
 	}
 }

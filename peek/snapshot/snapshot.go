@@ -278,6 +278,13 @@ func (c *Cache) load(e *entry) {
 
 // build reads a room's snapshot up to pos from the room service and storage.
 func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*Snapshot, map[string]*event.Event, error) {
+	// Ask storage first: anonymous callers name arbitrary room IDs, and the
+	// room service keeps an entry for every room it is asked to load.
+	if _, err := c.db.RoomNID(ctx, roomID); errors.Is(err, storage.ErrNotFound) {
+		return nil, nil, ErrNotFound
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("room %s: %w", roomID, err)
+	}
 	version, err := c.rooms.Version(ctx, roomID)
 	if errors.Is(err, room.ErrNotFound) {
 		return nil, nil, ErrNotFound

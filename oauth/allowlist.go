@@ -90,3 +90,10 @@ func withLoginToken(u *url.URL, token string) string {
 	out.RawQuery = strings.Join(kept, "&")
 	return out.String()
 }
+
+// ValidateRedirectAllowlist checks PLAZA_SSO_REDIRECT_ALLOWLIST's entries
+// the way New reads them, so configuration can fail early by name.
+func ValidateRedirectAllowlist(entries []string) error {
+	_, err := parseAllowlist(entries, false)
+	return err
+}

@@ -30,7 +30,7 @@ type Config struct {
 	PublicURL    string // how clients reach us; no trailing slash
 	Registration string // open, token or closed
 	RateLimit    bool
-	AdminListen  string // empty: no admin listener (pprof)
+	AdminListen  string    // empty: no admin listener (pprof)
 	SSO          ssoConfig // sign-in with GitHub and GitLab (sso.go)
 
 	// Federation. Without a TLS certificate and key there is no federation

@@ -150,6 +150,10 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	if err != nil {
 		return interrupted(fmt.Errorf("starting the homeserver: %w", err))
 	}
+	signIn, err := newSignIn(cfg, demo, hs, log)
+	if err != nil {
+		return interrupted(fmt.Errorf("starting sign-in: %w", err))
+	}
 	if demo {
 		if err := seedDemo(ctx, hs, cfg, log); err != nil {
 			return interrupted(fmt.Errorf("creating the demo content: %w", err))
@@ -166,7 +170,7 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	stopping, stopReads := context.WithCancel(context.Background())
 	defer stopReads()
 	srv := &http.Server{
-		Handler:           endReadsOnShutdown(hs.Handler(previews.Routes), stopping),
+		Handler:           endReadsOnShutdown(signIn.Handler(hs.Handler(previews.Routes)), stopping),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,

@@ -61,14 +61,17 @@ type Service struct {
 	startPos int64
 
 	mu         gosync.Mutex
-	roomLatest map[string]int64 // last stream position of each room's timeline
-	userLatest map[string]int64 // last position of something addressed to a user
+	joined     map[string][]string // user → joined rooms, while valid
+	userGen    map[string]uint64   // user → membership changes seen
+	roomLatest map[string]int64    // last stream position of each room's timeline
+	userLatest map[string]int64    // last position of something addressed to a user
 }
 
 // New returns the sync service; it subscribes to the room service to learn
 // which rooms and users each new position concerns.
 func New(db *storage.DB, rooms *room.Service, tracker *stream.Tracker) *Service {
-	s := &Service{db: db, rooms: rooms, tracker: tracker, startPos: tracker.UpTo(), roomLatest: map[string]int64{}, userLatest: map[string]int64{}}
+	s := &Service{db: db, rooms: rooms, tracker: tracker, startPos: tracker.UpTo(),
+		joined: map[string][]string{}, userGen: map[string]uint64{}, roomLatest: map[string]int64{}, userLatest: map[string]int64{}}
 	rooms.Subscribe(s.onEvents)
 	return s
 }
@@ -100,8 +103,46 @@ func (s *Service) onEvents(n room.Notification) {
 		if e.Event.Type() == event.TypeMember && e.Event.StateKey() != nil {
 			u := *e.Event.StateKey()
 			s.userLatest[u] = max(s.userLatest[u], e.StreamPos)
+			s.userGen[u]++
+			delete(s.joined, u)
 		}
 	}
+}
+
+// maxCachedUsers bounds the joined-rooms cache; past it, it starts over.
+const maxCachedUsers = 100_000
+
+// joinedRooms returns the rooms a user is joined to, from a cache that
+// membership events clear (before their positions complete).
+func (s *Service) joinedRooms(ctx context.Context, userID string) ([]string, error) {
+	s.mu.Lock()
+	rooms, ok := s.joined[userID]
+	gen := s.userGen[userID]
+	s.mu.Unlock()
+	if ok {
+		return rooms, nil
+	}
+	rooms, err := s.db.RoomsWithMembership(ctx, userID, "join")
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.userGen[userID] == gen {
+		if len(s.joined) >= maxCachedUsers {
+			clear(s.joined)
+		}
+		s.joined[userID] = rooms
+	}
+	s.mu.Unlock()
+	return rooms, nil
+}
+
+// membershipMayHaveChanged reports whether the user's memberships may have
+// changed after since (always, for positions older than this process).
+func (s *Service) membershipMayHaveChanged(userID string, since int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return since < s.startPos || s.userLatest[userID] > since
 }
 
 // somethingNew reports whether anything concerning the user or their rooms
@@ -252,7 +293,7 @@ func (s *Service) sync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	joined, err := s.db.RoomsWithMembership(ctx, rq.UserID, "join")
+	joined, err := s.joinedRooms(ctx, rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -281,7 +322,7 @@ func (s *Service) sync(w http.ResponseWriter, r *http.Request) {
 		if ctx.Err() != nil {
 			return // the client went away
 		}
-		if joined, err = s.db.RoomsWithMembership(ctx, rq.UserID, "join"); err != nil {
+		if joined, err = s.joinedRooms(ctx, rq.UserID); err != nil {
 			httpapi.Fail(w, r, err)
 			return
 		}
@@ -334,7 +375,7 @@ func (s *Service) compute(ctx context.Context, req *Request) (*Response, error) 
 		pos        int64
 	}
 	changed := map[string]change{}
-	if req.Since > 0 {
+	if req.Since > 0 && s.membershipMayHaveChanged(req.UserID, req.Since) {
 		cs, err := s.db.MembershipChanges(ctx, req.UserID, req.Since, req.UpTo)
 		if err != nil {
 			return nil, err
@@ -362,21 +403,38 @@ func (s *Service) compute(ctx context.Context, req *Request) (*Response, error) 
 			}
 		}
 	}
-	forgotten, err := s.db.Forgotten(ctx, req.UserID)
-	if err != nil {
-		return nil, err
+	var forgotten []string
+	for _, c := range changed {
+		if c.membership == "leave" || c.membership == "ban" {
+			var err error
+			if forgotten, err = s.db.Forgotten(ctx, req.UserID); err != nil {
+				return nil, err
+			}
+			break
+		}
 	}
 
 	// Joined rooms: a full section for initial syncs and newly joined rooms,
 	// only what is new otherwise.
-	var joinedNIDs map[string]int64
-	if len(req.JoinedRooms) > 0 {
-		if joinedNIDs, err = s.db.RoomNIDs(ctx, req.JoinedRooms); err != nil {
+	joinedNIDs := make(map[string]int64, len(req.JoinedRooms))
+	for _, roomID := range req.JoinedRooms {
+		nid, err := s.rooms.NID(ctx, roomID)
+		if err != nil {
 			return nil, err
 		}
+		joinedNIDs[roomID] = nid
 	}
 	active := map[int64]bool{}
-	if req.Since > 0 && len(joinedNIDs) > 0 {
+	switch {
+	case req.Since == 0 || len(joinedNIDs) == 0:
+	case req.Since >= s.startPos:
+		// The change map has seen every event since this process started.
+		s.mu.Lock()
+		for roomID, nid := range joinedNIDs {
+			active[nid] = s.roomLatest[roomID] > req.Since
+		}
+		s.mu.Unlock()
+	default:
 		nids := make([]int64, 0, len(joinedNIDs))
 		for _, n := range joinedNIDs {
 			nids = append(nids, n)

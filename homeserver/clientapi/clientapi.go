@@ -75,7 +75,7 @@ func (a *API) Routes(r chi.Router, authed ...func(chi.Router)) {
 		for _, prefix := range []string{"/v3", "/r0"} {
 			r.Route(prefix, func(r chi.Router) {
 				a.accountRoutes(r)
-				a.profileRoutes(r)
+				a.publicRoutes(r)
 				r.Group(func(r chi.Router) {
 					r.Use(a.Authenticate)
 					a.authedRoutes(r)

@@ -23,7 +23,9 @@ const (
 	maxAvatarURL   = 1024
 )
 
-func (a *API) profileRoutes(r chi.Router) {
+// publicRoutes are the lookups the spec serves without an access token.
+func (a *API) publicRoutes(r chi.Router) {
+	r.Get("/directory/room/{alias}", a.getAlias)
 	r.Get("/profile/{userID}", a.getProfile)
 	r.Get("/profile/{userID}/{field}", a.getProfileField)
 }

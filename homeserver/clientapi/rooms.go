@@ -38,7 +38,6 @@ func (a *API) roomRoutes(r chi.Router) {
 	r.Get("/rooms/{roomID}/state/{eventType}/*", a.getStateEvent)
 	r.Put("/rooms/{roomID}/state/{eventType}", a.putState)
 	r.Put("/rooms/{roomID}/state/{eventType}/*", a.putState)
-	r.Get("/directory/room/{alias}", a.getAlias)
 	r.Put("/directory/room/{alias}", noGuests(a.putAlias))
 	r.Delete("/directory/room/{alias}", noGuests(a.deleteAlias))
 	r.Get("/rooms/{roomID}/aliases", a.roomAliases)

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +132,40 @@ func TestAuthenticationFailures(t *testing.T) {
 				t.Errorf("origin in context = %q", e.Origin)
 			}
 		})
+	}
+}
+
+// TestRequestsToDelegatedNames sends signed requests to servers named by
+// DNS names: one delegated through .well-known to an IP address and port,
+// one found through an SRV record. Signatures name the servers, never the
+// addresses they were found at.
+func TestRequestsToDelegatedNames(t *testing.T) {
+	ca := newCA(t)
+	b := newFed(t, ca, func(c *Config) { c.ServerName = "b.test" })
+	c := newFed(t, ca, func(c *Config) { c.ServerName = "srv.test" })
+	_, cPort, err := net.SplitHostPort(c.ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(cPort)
+	web := &fakeWeb{calls: map[string]int{}, pages: map[string]fakePage{
+		wk("b.test"): {status: 200, body: `{"m.server":"` + b.ts.Listener.Addr().String() + `"}`},
+	}}
+	a := newFed(t, ca, func(cfg *Config) {
+		cfg.DNS = fakeDNS{"_matrix-fed._tcp.srv.test": {{Target: "localhost.", Port: uint16(port)}}}
+		cfg.WellKnownClient = &http.Client{Transport: web}
+	})
+	for _, srv := range []*testFed{b, c} {
+		dest := srv.name
+		var got map[string]string
+		if err := a.svc.Client.DoJSON(context.Background(), dest, http.MethodPost, "/_matrix/federation/v1/test/echo", map[string]int{"n": 1}, &got, true); err != nil {
+			t.Fatalf("%s: %v", dest, err)
+		}
+		if got["origin"] != a.name {
+			t.Errorf("%s saw origin %q", dest, got["origin"])
+		}
+		if _, err := a.svc.Keys.VerifyKey(context.Background(), dest, srv.cfg.Key.ID, time.Now(), true); err != nil {
+			t.Errorf("keys of %s: %v", dest, err)
+		}
 	}
 }

@@ -23,9 +23,12 @@ import (
 // Outbound limits. A remote server that is slow or sends too much must not
 // hold resources for long.
 const (
-	dialTimeout        = 10 * time.Second
-	tlsTimeout         = 10 * time.Second
-	responseTimeout    = 30 * time.Second
+	dialTimeout     = 10 * time.Second
+	tlsTimeout      = 10 * time.Second
+	responseTimeout = 30 * time.Second
+	// requestTimeout bounds a whole exchange, body included, when the
+	// caller set no deadline of its own.
+	requestTimeout     = 2 * time.Minute
 	maxResponseBody    = 16 << 20
 	maxTransports      = 1024
 	idleConnsPerServer = 4
@@ -201,6 +204,11 @@ func (c *Client) DoJSON(ctx context.Context, destination, method, uri string, re
 		if body, err = json.Marshal(b); err != nil {
 			return fmt.Errorf("encoding request to %s: %w", destination, err)
 		}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
 	}
 	if body == nil && (method == http.MethodPost || method == http.MethodPut) {
 		body = []byte("{}") // the spec requires a JSON object on POST and PUT

@@ -55,8 +55,9 @@ type Resolver struct {
 	client *http.Client // fetches /.well-known/matrix/server
 	now    func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]wellKnownEntry // by host name
+	mu       sync.Mutex
+	cache    map[string]wellKnownEntry // by host name
+	inflight map[string]chan struct{}  // hosts whose .well-known is being fetched
 }
 
 type wellKnownEntry struct {
@@ -69,7 +70,7 @@ type wellKnownEntry struct {
 // fetches .well-known with client (whose TLS configuration decides which
 // certificates are trusted).
 func NewResolver(dns DNS, client *http.Client, now func() time.Time) *Resolver {
-	return &Resolver{dns: dns, client: client, now: now, cache: map[string]wellKnownEntry{}}
+	return &Resolver{dns: dns, client: client, now: now, cache: map[string]wellKnownEntry{}, inflight: map[string]chan struct{}{}}
 }
 
 // splitServerName splits a server name into host (IPv6 literals without
@@ -150,14 +151,40 @@ func (r *Resolver) srv(ctx context.Context, host string) Destination {
 // fresh. Any failure — unreachable, non-200, bad JSON, an invalid m.server —
 // reports false, which sends discovery on to SRV records.
 func (r *Resolver) wellKnown(ctx context.Context, host string) (string, bool) {
-	now := r.now()
-	r.mu.Lock()
-	e, ok := r.cache[host]
-	r.mu.Unlock()
-	if ok && now.Before(e.expires) {
-		return e.delegated, e.delegated != ""
+	for {
+		now := r.now()
+		r.mu.Lock()
+		e, ok := r.cache[host]
+		if ok && now.Before(e.expires) {
+			r.mu.Unlock()
+			return e.delegated, e.delegated != ""
+		}
+		// One fetch per host at a time: the others wait for its result.
+		wait, busy := r.inflight[host]
+		if !busy {
+			done := make(chan struct{})
+			r.inflight[host] = done
+			r.mu.Unlock()
+			defer func() {
+				r.mu.Lock()
+				delete(r.inflight, host)
+				r.mu.Unlock()
+				close(done)
+			}()
+			return r.refreshWellKnown(ctx, host, e, now)
+		}
+		r.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return "", false
+		}
 	}
+}
 
+// refreshWellKnown fetches host's .well-known and caches the outcome; e is
+// the expired entry (zero if none), whose failure count sets the backoff.
+func (r *Resolver) refreshWellKnown(ctx context.Context, host string, e wellKnownEntry, now time.Time) (string, bool) {
 	delegated, ttl, err := r.fetchWellKnown(ctx, host)
 	if err != nil {
 		failures := e.failures + 1

@@ -27,6 +27,7 @@ func (d fakeDNS) LookupSRV(_ context.Context, service, proto, name string) (stri
 // fakeWeb answers HTTPS requests from a table keyed by URL; a missing URL is
 // a connection failure. It counts requests.
 type fakeWeb struct {
+	delay time.Duration // before answering, to make concurrent lookups overlap
 	mu    sync.Mutex
 	pages map[string]fakePage
 	calls map[string]int
@@ -39,6 +40,7 @@ type fakePage struct {
 }
 
 func (f *fakeWeb) RoundTrip(r *http.Request) (*http.Response, error) {
+	time.Sleep(f.delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	u := r.URL.String()
@@ -215,5 +217,25 @@ func TestCacheTTL(t *testing.T) {
 		if got := cacheTTL(tt.header, now); got < tt.want-time.Second || got > tt.want {
 			t.Errorf("%v: %v, want %v", tt.header, got, tt.want)
 		}
+	}
+}
+
+func TestWellKnownIsFetchedOnceForConcurrentLookups(t *testing.T) {
+	web := &fakeWeb{delay: 50 * time.Millisecond, calls: map[string]int{}, pages: map[string]fakePage{
+		wk("busy.example"): {status: 200, body: `{"m.server":"d.example:1"}`},
+	}}
+	r := NewResolver(fakeDNS{}, &http.Client{Transport: web}, time.Now)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			d, err := r.Resolve(context.Background(), "busy.example")
+			if err != nil || d.Host != "d.example:1" {
+				t.Errorf("Resolve = %+v, %v", d, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := web.calls[wk("busy.example")]; n != 1 {
+		t.Errorf("10 concurrent lookups fetched .well-known %d times, want 1", n)
 	}
 }

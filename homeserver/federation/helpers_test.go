@@ -107,8 +107,9 @@ func (noDNS) LookupSRV(context.Context, string, string, string) (string, []*net.
 }
 
 // testFed is a Plaza federation handler on a loopback TLS server whose
-// server name is its address, "127.0.0.1:<port>", so that discovery takes the
-// IP-literal path and needs no DNS.
+// server name is, unless an option changes it, its address,
+// "127.0.0.1:<port>", so that discovery takes the IP-literal path and needs no
+// DNS. Its certificate is also valid for b.test and srv.test.
 type testFed struct {
 	t       *testing.T
 	name    string
@@ -131,7 +132,7 @@ func newFed(t *testing.T, ca *testCA, opts ...func(*Config)) *testFed {
 		f.mu.Unlock()
 		(*f.handler.Load()).ServeHTTP(w, r)
 	}))
-	f.ts.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t)}}
+	f.ts.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "b.test", "srv.test")}}
 	f.ts.StartTLS()
 	t.Cleanup(f.ts.Close)
 	f.name = f.ts.Listener.Addr().String()
@@ -148,6 +149,7 @@ func newFed(t *testing.T, ca *testCA, opts ...func(*Config)) *testFed {
 	for _, o := range opts {
 		o(&f.cfg)
 	}
+	f.name = f.cfg.ServerName
 	f.start()
 	return f
 }

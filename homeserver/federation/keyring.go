@@ -42,6 +42,8 @@ const (
 	maxKeyResponse  = 256 << 10
 	maxKeysPerReply = 64
 	maxHealthKept   = 10000
+	memoryTTL       = 5 * time.Minute
+	maxMemoryKept   = 10000
 )
 
 // KeyRing finds other servers' verify keys: from PostgreSQL when cached and
@@ -60,6 +62,15 @@ type KeyRing struct {
 	mu      sync.Mutex
 	flights map[string]*flight
 	health  map[string]*serverHealth
+	// memory holds recently read keys so that authenticating a request
+	// usually costs no database round trip. Entries live briefly: another
+	// process may have stored newer keys, and a miss re-reads the database.
+	memory map[string]memoryEntry
+}
+
+type memoryEntry struct {
+	keys    []storage.ServerKey
+	expires time.Time
 }
 
 type flight struct {
@@ -77,7 +88,7 @@ type serverHealth struct {
 func newKeyRing(serverName string, key signing.Key, db *storage.DB, client *Client, notaries []string, now func() time.Time) *KeyRing {
 	return &KeyRing{
 		serverName: serverName, key: key, db: db, client: client, notaries: notaries, now: now,
-		flights: map[string]*flight{}, health: map[string]*serverHealth{},
+		flights: map[string]*flight{}, health: map[string]*serverHealth{}, memory: map[string]memoryEntry{},
 	}
 }
 
@@ -88,18 +99,52 @@ func (k *KeyRing) VerifyKey(ctx context.Context, server, keyID string, at time.T
 	if server == k.serverName {
 		return k.ownKey(ctx, keyID, at, request)
 	}
-	pub, err := k.cachedKey(ctx, server, keyID, at, request)
+	pub, err := k.cachedKey(ctx, server, keyID, at, request, false)
+	if errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrKeyExpired) {
+		// What memory holds may be older than the database.
+		pub, err = k.cachedKey(ctx, server, keyID, at, request, true)
+	}
 	if err == nil || (!errors.Is(err, ErrUnknownKey) && !errors.Is(err, ErrKeyExpired)) {
 		return pub, err
 	}
 	if ferr := k.fetch(ctx, server); ferr != nil {
 		return nil, fmt.Errorf("%w (fetching keys of %s: %w)", err, server, ferr)
 	}
-	return k.cachedKey(ctx, server, keyID, at, request)
+	return k.cachedKey(ctx, server, keyID, at, request, true)
 }
 
-func (k *KeyRing) cachedKey(ctx context.Context, server, keyID string, at time.Time, request bool) (ed25519.PublicKey, error) {
+// storedKeys returns server's keys from memory, or from the database when
+// fromDB is set or memory has none.
+func (k *KeyRing) storedKeys(ctx context.Context, server string, fromDB bool) ([]storage.ServerKey, error) {
+	now := k.now()
+	if !fromDB {
+		k.mu.Lock()
+		e, ok := k.memory[server]
+		k.mu.Unlock()
+		if ok && now.Before(e.expires) {
+			return e.keys, nil
+		}
+	}
 	keys, err := k.db.ServerKeys(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.memory) >= maxMemoryKept {
+		for s := range k.memory {
+			delete(k.memory, s)
+			if len(k.memory) < maxMemoryKept/2 {
+				break
+			}
+		}
+	}
+	k.memory[server] = memoryEntry{keys: keys, expires: now.Add(memoryTTL)}
+	return keys, nil
+}
+
+func (k *KeyRing) cachedKey(ctx context.Context, server, keyID string, at time.Time, request, fromDB bool) (ed25519.PublicKey, error) {
+	keys, err := k.storedKeys(ctx, server, fromDB)
 	if err != nil {
 		return nil, fmt.Errorf("reading cached keys of %s: %w", server, err)
 	}

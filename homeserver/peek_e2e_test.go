@@ -81,6 +81,7 @@ func TestRoomPreviews(t *testing.T) {
 	secret := alice.send(roomID, text("before world-readable"))
 	alice.putState(roomID, "m.room.history_visibility", map[string]any{"history_visibility": "world_readable"})
 	alice.putState(roomID, "m.room.guest_access", map[string]any{"guest_access": "can_join"})
+	alice.putState(roomID, "m.room.avatar", map[string]any{"url": "mxc://plaza.test/avatar"})
 	hello := alice.send(roomID, text("hello world"))
 	rid := url.PathEscape(roomID)
 
@@ -92,7 +93,7 @@ func TestRoomPreviews(t *testing.T) {
 			r := who.must("GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(target), nil)
 			want := map[string]any{"room_id": roomID, "name": "Widgets", "topic": "All about widgets",
 				"canonical_alias": "#widgets:plaza.test", "num_joined_members": float64(1), "world_readable": true,
-				"guest_can_join": true, "join_rule": "public", "room_version": "12"}
+				"guest_can_join": true, "join_rule": "public", "room_version": "12", "avatar_url": "mxc://plaza.test/avatar"}
 			if who == bob {
 				want["membership"] = "leave"
 			}

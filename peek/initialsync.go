@@ -68,7 +68,16 @@ func (s *Service) initialSync(w http.ResponseWriter, r *http.Request) {
 			state = append(state, b)
 		}
 	}
-	httpapi.RespondRaw(w, http.StatusOK, appendInitialSync(nil, roomID, m, evs, state, max(upto, snap.Pos), nowMS))
+	// One allocation for the whole answer: the bytes are already rendered.
+	size := 256
+	for _, e := range evs {
+		size += e.Size() + 64
+	}
+	for _, st := range state {
+		size += len(st) + 1
+	}
+	body := appendInitialSync(make([]byte, 0, size), roomID, m, evs, state, max(upto, snap.Pos), nowMS)
+	httpapi.RespondRaw(w, http.StatusOK, body)
 }
 
 // appendInitialSync writes the initialSync response from rendered parts.

@@ -139,6 +139,9 @@ func AppendEvent(b []byte, e *Event, nowMS int64) []byte {
 	return append(b, "}}"...)
 }
 
+// Size is the length of e's client JSON without its unsigned age.
+func (e *Event) Size() int { return len(e.body) + len(e.unsigned) }
+
 // JSON returns e as client JSON with its age at nowMS.
 func (e *Event) JSON(nowMS int64) json.RawMessage { return AppendEvent(nil, e, nowMS) }
 

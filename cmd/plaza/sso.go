@@ -73,16 +73,19 @@ func (c *Config) validateSSO(fail func(key, value, problem string) error) error 
 		{"GitLab", &s.GitLabClientID, &s.GitLabClientSecret, "gitlab_client_id", "gitlab_client_secret",
 			[]*string{&s.GitLabURL}, []string{"gitlab_url"}, []string{defaultGitLabURL}},
 	} {
+		// The environment variable is named along with the key: the
+		// operator may be using either.
+		named := func(key string) string { return key + " (PLAZA_" + strings.ToUpper(key) + ")" }
 		switch {
 		case *f.id == "" && *f.secret != "":
-			return fail(f.idKey, "", "is needed with "+f.secretKey+" to offer "+f.name+" sign-in")
+			return fail(f.secretKey, *f.secret, "needs "+named(f.idKey)+" too")
 		case *f.id != "" && *f.secret == "":
-			return fail(f.secretKey, "", "is needed with "+f.idKey+" to offer "+f.name+" sign-in")
+			return fail(f.idKey, *f.id, "needs "+named(f.secretKey)+" too")
 		}
 		for i, u := range f.urls {
 			switch {
 			case *f.id == "" && *u != "":
-				return fail(f.urlKeys[i], *u, "is set but "+f.idKey+" is not: "+f.name+" sign-in is off")
+				return fail(f.urlKeys[i], *u, "is set but "+named(f.idKey)+" is not: "+f.name+" sign-in is off")
 			case *f.id == "":
 			case *u == "":
 				*u = f.urlDefaults[i]

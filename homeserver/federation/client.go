@@ -194,6 +194,11 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 // be nil, or a *json.RawMessage / *[]byte to get the raw body). reqBody is
 // marshalled unless it is already []byte.
 func (c *Client) DoJSON(ctx context.Context, destination, method, uri string, reqBody, out any, signed bool) error {
+	return c.doJSON(ctx, destination, method, uri, reqBody, out, signed, maxResponseBody)
+}
+
+// doJSON is DoJSON with a response size limit.
+func (c *Client) doJSON(ctx context.Context, destination, method, uri string, reqBody, out any, signed bool, limit int64) error {
 	var body []byte
 	switch b := reqBody.(type) {
 	case nil:
@@ -218,12 +223,12 @@ func (c *Client) DoJSON(ctx context.Context, destination, method, uri string, re
 		return err
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return fmt.Errorf("%s %s: reading response: %w", destination, uri, err)
 	}
-	if len(raw) > maxResponseBody {
-		return fmt.Errorf("%s %s: response larger than %d bytes", destination, uri, maxResponseBody)
+	if int64(len(raw)) > limit {
+		return fmt.Errorf("%s %s: response larger than %d bytes", destination, uri, limit)
 	}
 	if resp.StatusCode/100 != 2 {
 		re := &RemoteError{Status: resp.StatusCode}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -66,6 +67,10 @@ type Service struct {
 	Resolver *Resolver
 	Client   *Client
 	Keys     *KeyRing
+
+	ownMu   sync.Mutex
+	ownBody []byte // our signed key response, see ownKeyResponse
+	ownMade time.Time
 }
 
 // New sets up federation and records the current signing key, retiring the

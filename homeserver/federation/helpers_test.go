@@ -41,7 +41,7 @@ type testCA struct {
 	pemPath string
 }
 
-func newCA(t *testing.T) *testCA {
+func newCA(t testing.TB) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -72,7 +72,7 @@ func newCA(t *testing.T) *testCA {
 }
 
 // leaf issues a server certificate for 127.0.0.1 and the given DNS names.
-func (ca *testCA) leaf(t *testing.T, names ...string) tls.Certificate {
+func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -111,7 +111,7 @@ func (noDNS) LookupSRV(context.Context, string, string, string) (string, []*net.
 // "127.0.0.1:<port>", so that discovery takes the IP-literal path and needs no
 // DNS. Its certificate is also valid for b.test and srv.test.
 type testFed struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	ts      *httptest.Server
 	db      *storage.DB
@@ -123,7 +123,7 @@ type testFed struct {
 	hits map[string]int // requests by path
 }
 
-func newFed(t *testing.T, ca *testCA, opts ...func(*Config)) *testFed {
+func newFed(t testing.TB, ca *testCA, opts ...func(*Config)) *testFed {
 	t.Helper()
 	f := &testFed{t: t, db: storage.New(storagetest.NewDB(t, storage.Migrations())), hits: map[string]int{}}
 	f.ts = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -283,11 +283,8 @@ func (k *KeyRing) fetchNow(ctx context.Context, server string) error {
 
 func (k *KeyRing) fetchDirect(ctx context.Context, server string) ([]storage.ServerKey, error) {
 	var raw []byte
-	if err := k.client.DoJSON(ctx, server, http.MethodGet, "/_matrix/key/v2/server", nil, &raw, false); err != nil {
+	if err := k.client.doJSON(ctx, server, http.MethodGet, "/_matrix/key/v2/server", nil, &raw, false, maxKeyResponse); err != nil {
 		return nil, err
-	}
-	if len(raw) > maxKeyResponse {
-		return nil, fmt.Errorf("key response larger than %d bytes", maxKeyResponse)
 	}
 	return parseKeyResponse(raw, server, k.now())
 }
@@ -297,7 +294,7 @@ func (k *KeyRing) fetchFromNotary(ctx context.Context, notary, server string) ([
 	var resp struct {
 		ServerKeys []json.RawMessage `json:"server_keys"`
 	}
-	if err := k.client.DoJSON(ctx, notary, http.MethodPost, "/_matrix/key/v2/query", query, &resp, false); err != nil {
+	if err := k.client.doJSON(ctx, notary, http.MethodPost, "/_matrix/key/v2/query", query, &resp, false, maxKeyResponse); err != nil {
 		return nil, err
 	}
 	var keys []storage.ServerKey

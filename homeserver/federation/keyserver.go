@@ -25,11 +25,31 @@ const (
 	notaryParallelism   = 8
 	notaryTimeout       = 25 * time.Second
 	maxNotaryQueryBytes = 64 << 10
+	ownKeyRefresh       = time.Hour
 )
 
-// ownKeyResponse is our key response, signed: the current key under
-// verify_keys, the keys it replaced under old_verify_keys.
+// ownKeyResponse returns our signed key response, made afresh at most every
+// ownKeyRefresh (or half the key validity, if shorter): our keys change only
+// at start-up, and a flood of key requests should cost neither a database
+// query nor a signature each.
 func (s *Service) ownKeyResponse(ctx context.Context) ([]byte, error) {
+	now := s.cfg.Now()
+	s.ownMu.Lock()
+	defer s.ownMu.Unlock()
+	if s.ownBody != nil && now.Sub(s.ownMade) < min(ownKeyRefresh, s.cfg.KeyValidity/2) && !now.Before(s.ownMade) {
+		return s.ownBody, nil
+	}
+	body, err := s.makeOwnKeyResponse(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	s.ownBody, s.ownMade = body, now
+	return body, nil
+}
+
+// makeOwnKeyResponse signs our key response: the current key under
+// verify_keys, the keys it replaced under old_verify_keys.
+func (s *Service) makeOwnKeyResponse(ctx context.Context, now time.Time) ([]byte, error) {
 	own, err := s.db.OwnKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -48,7 +68,7 @@ func (s *Service) ownKeyResponse(ctx context.Context) ([]byte, error) {
 		"server_name":     s.cfg.ServerName,
 		"verify_keys":     map[string]any{s.cfg.Key.ID: map[string]string{"key": signing.EncodeBase64(s.cfg.Key.Public())}},
 		"old_verify_keys": old,
-		"valid_until_ts":  s.cfg.Now().Add(s.cfg.KeyValidity).UnixMilli(),
+		"valid_until_ts":  now.Add(s.cfg.KeyValidity).UnixMilli(),
 	})
 	if err != nil {
 		return nil, err

@@ -349,3 +349,32 @@ func TestPeeksExpire(t *testing.T) {
 		t.Fatal("expired peek still in sync")
 	}
 }
+
+// TestGuestJoins: guests join rooms whose guest access is can_join, not
+// others, and leave when guest access is turned off.
+func TestGuestJoins(t *testing.T) {
+	s, _ := newPeekServer(t)
+	alice, guest := s.register("alice"), s.guest()
+	closed := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	guest.fails(403, "M_GUEST_ACCESS_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(closed)+"/join", map[string]any{})
+	open := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	alice.putState(open, "m.room.guest_access", map[string]any{"guest_access": "can_join"})
+	guest.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(open)+"/join", map[string]any{})
+	guest.send(open, text("hello from a guest"))
+	alice.putState(open, "m.room.guest_access", map[string]any{"guest_access": "forbidden"})
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		r := alice.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(open)+"/joined_members", nil)
+		if _, in := r.Body["joined"].(map[string]any)[guest.UserID]; !in {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the guest is still joined after guest access was turned off: %s", r.Raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Alice, no guest, stays.
+	r := alice.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(open)+"/joined_members", nil)
+	if _, in := r.Body["joined"].(map[string]any)[alice.UserID]; !in {
+		t.Fatalf("alice was removed: %s", r.Raw)
+	}
+}

@@ -10,6 +10,10 @@
 // Peekers are invisible: a peek is a per-device entry in memory, never a
 // membership, and nothing lists or counts them.
 //
+// It also carries out the spec's guest-access server behaviour that follows
+// the stream: guests leave a room whose guest access stops being can_join.
+// (Which endpoints guests may call is clientapi.API.GuestAccess.)
+//
 // peek depends on the homeserver's exported services; the homeserver never
 // imports it (cmd/plaza mounts Routes through homeserver.Server.Handler).
 package peek

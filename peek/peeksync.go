@@ -112,11 +112,13 @@ func (s *Service) expireLocked(d device) {
 	}
 }
 
-// onEvents wakes the /sync long-polls of devices peeking into the room.
+// onEvents wakes the /sync long-polls of devices peeking into the room, and
+// watches guest access.
 func (s *Service) onEvents(n room.Notification) {
 	if len(n.Events) == 0 {
 		return
 	}
+	s.watchGuestAccess(n)
 	pos := n.Events[len(n.Events)-1].StreamPos
 	s.mu.Lock()
 	var users []string

@@ -74,7 +74,7 @@ func (s *Service) ssoRedirect(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.startFlow(w, r, idp, "sso", target.String())
+	s.startFlow(w, r, idp, "sso", target.String(), "")
 }
 
 // pickProvider shows a button per identity provider, as the spec allows
@@ -89,12 +89,27 @@ func (s *Service) pickProvider(w http.ResponseWriter, r *http.Request, target *u
 }
 
 // webLogin starts the web site's sign-in: GET /_plaza/login/{idp}?next=/path.
+// With link=1, a signed-in person adds this forge to their account instead
+// (so one account can sign in with both GitHub and GitLab).
 func (s *Service) webLogin(w http.ResponseWriter, r *http.Request) {
 	next := r.URL.Query().Get("next")
 	if !localPath(next) {
 		next = "/"
 	}
-	s.startFlow(w, r, chi.URLParam(r, "idp"), "web", next)
+	linkTo := ""
+	if r.URL.Query().Get("link") != "" {
+		userID, err := s.SessionUser(r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if userID == "" {
+			s.fail(w, r, flowError(http.StatusUnauthorized, "Sign in first, then link another account to it."))
+			return
+		}
+		linkTo = userID
+	}
+	s.startFlow(w, r, chi.URLParam(r, "idp"), "web", next, linkTo)
 }
 
 // localPath reports whether p is a path on this site, so that returning to
@@ -104,8 +119,9 @@ func localPath(p string) bool {
 	return strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") && !strings.ContainsAny(p, "\\\r\n")
 }
 
-// startFlow records the flow and sends the browser to the forge.
-func (s *Service) startFlow(w http.ResponseWriter, r *http.Request, idp, purpose, returnTo string) {
+// startFlow records the flow and sends the browser to the forge. linkTo,
+// if set, is the signed-in account the forge identity is to be linked to.
+func (s *Service) startFlow(w http.ResponseWriter, r *http.Request, idp, purpose, returnTo, linkTo string) {
 	p := s.provider(idp)
 	if p == nil {
 		s.fail(w, r, flowError(http.StatusNotFound, "This server does not offer signing in with %q.", idp))
@@ -114,7 +130,7 @@ func (s *Service) startFlow(w http.ResponseWriter, r *http.Request, idp, purpose
 	browser := s.browserID(w, r)
 	state, verifier := randomToken(), oauth2.GenerateVerifier()
 	err := s.hs.DB.CreateOAuthPending(r.Context(), state, browser, storage.OAuthPending{
-		Kind: "authorize", IDP: p.id, Verifier: verifier, RedirectURL: returnTo, Purpose: purpose,
+		Kind: "authorize", IDP: p.id, Verifier: verifier, RedirectURL: returnTo, Purpose: purpose, UserID: linkTo,
 		ExpiresTS: s.cfg.Now().Add(flowLifetime).UnixMilli(),
 	}, s.nowMS())
 	if err != nil {
@@ -171,6 +187,14 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Warn("asking the forge who signed in", "idp", p.id, "err", err)
 		s.fail(w, r, flowError(http.StatusBadGateway, "%s could not be reached to finish signing you in. Please try again.", p.name))
+		return
+	}
+	if pending.UserID != "" {
+		if err := s.link(ctx, p, fu, tok, pending.UserID); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		http.Redirect(w, r, pending.RedirectURL, http.StatusSeeOther)
 		return
 	}
 	userID, err := s.account(ctx, p, fu, tok)
@@ -259,16 +283,63 @@ func (s *Service) sendLoginToken(w http.ResponseWriter, r *http.Request, userID 
 	http.Redirect(w, r, withLoginToken(target, token), http.StatusSeeOther)
 }
 
+// identity is the row that maps a forge user, with the forge's token
+// sealed for the community features' later calls.
+func (s *Service) identity(p *provider, fu forgeUser, tok *oauth2.Token) (storage.OAuthIdentity, error) {
+	ident := storage.OAuthIdentity{IDP: p.id, ForgeUserID: fu.ID, Login: fu.Login, Scopes: strings.Join(p.oauth.Scopes, " ")}
+	raw, err := json.Marshal(tok)
+	if err != nil {
+		return ident, err
+	}
+	ident.AccessToken = s.sealer.seal(raw, p.id+":"+strconv.FormatInt(fu.ID, 10))
+	return ident, nil
+}
+
+// link adds a forge identity to a signed-in account. An identity already
+// mapped elsewhere stays where it is, and an account keeps one identity per
+// forge: moving either silently would hand one person's account to another.
+func (s *Service) link(ctx context.Context, p *provider, fu forgeUser, tok *oauth2.Token, userID string) error {
+	ident, err := s.identity(p, fu, tok)
+	if err != nil {
+		return err
+	}
+	ident.UserID = userID
+	existing, err := s.hs.DB.OAuthIdentity(ctx, p.id, fu.ID)
+	switch {
+	case err == nil && existing.UserID == userID:
+		return s.hs.DB.UpdateOAuthIdentity(ctx, ident, s.nowMS())
+	case err == nil:
+		return flowError(http.StatusConflict, "The %s account %s already signs in to another account (%s).", p.name, fu.Login, existing.UserID)
+	case !errors.Is(err, storage.ErrNotFound):
+		return err
+	}
+	idents, err := s.hs.DB.OAuthIdentities(ctx, userID)
+	if err != nil {
+		return err
+	}
+	for _, i := range idents {
+		if i.IDP == p.id {
+			return flowError(http.StatusConflict, "Your account is already linked to the %s account %s.", p.name, i.Login)
+		}
+	}
+	err = s.hs.DB.LinkOAuthIdentity(ctx, ident, s.nowMS())
+	if errors.Is(err, storage.ErrIdentityExists) {
+		return flowError(http.StatusConflict, "The %s account %s already signs in to another account.", p.name, fu.Login)
+	}
+	if err == nil {
+		s.log.Info("linked a forge identity", "user_id", userID, "idp", p.id, "login", fu.Login)
+	}
+	return err
+}
+
 // account returns the Matrix account of a forge user, creating it on first
 // sign-in, and keeps the forge's access token (sealed) for later calls.
 func (s *Service) account(ctx context.Context, p *provider, fu forgeUser, tok *oauth2.Token) (string, error) {
 	db := s.hs.DB
-	ident := storage.OAuthIdentity{IDP: p.id, ForgeUserID: fu.ID, Login: fu.Login, Scopes: strings.Join(p.oauth.Scopes, " ")}
-	raw, err := json.Marshal(tok)
+	ident, err := s.identity(p, fu, tok)
 	if err != nil {
 		return "", err
 	}
-	ident.AccessToken = s.sealer.seal(raw, p.id+":"+strconv.FormatInt(fu.ID, 10))
 
 	existing, err := db.OAuthIdentity(ctx, p.id, fu.ID)
 	if err == nil {

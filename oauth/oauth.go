@@ -20,6 +20,35 @@
 //	POST /_plaza/logout                                                  sign out of the web site
 //	     /_plaza/demo-forge/…                                            the demo forge (demo mode only)
 //
+// # Accounts
+//
+// A forge identity (provider id, the forge's numeric user id) maps to one
+// Matrix account; a rename on the forge keeps it. A new account's localpart
+// is the login mapped with the spec's rules for other character sets
+// (lower case; other bytes as =xx). When that is taken, the alternatives
+// are tried in order: login-gh (GitHub), login-gl (GitLab) or login-demo
+// (the demo forge), then login-gh-2, login-gh-3, … So the same login on
+// GitHub and on GitLab gives two accounts, alice and alice-gl, until their
+// owner links one forge to the other account from the web site
+// (/_plaza/login/{idp}?link=1). Display name and avatar are copied from the
+// forge when the account is created, and left to the person afterwards.
+// Signing in with a forge creates accounts whatever the registration
+// setting, which governs password registration only.
+//
+// # Safety
+//
+//   - state: random, single-use, expires after ten minutes, and bound to
+//     the browser that started the flow by an HttpOnly cookie.
+//   - PKCE (S256) on every flow, for both forges.
+//   - redirectUrl: Plaza's own origin, the configured allow-list
+//     (PLAZA_SSO_REDIRECT_ALLOWLIST: origins such as https://app.element.io,
+//     or a native app's scheme such as im.fluffychat:), and in demo mode
+//     http(s)://localhost. Anything else is refused before any redirect.
+//     Other than Plaza's own site, the person confirms the client first.
+//   - Login tokens: single-use, valid for DefaultLoginTokenLifetime.
+//   - Forge tokens: sealed with AES-256-GCM under <data_dir>/oauth-token.key
+//     (created on first start; keep it with the database).
+//
 // The homeserver knows nothing of forges: it only advertises the identity
 // providers this package hands it, and redeems login tokens.
 package oauth

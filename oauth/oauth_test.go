@@ -551,3 +551,54 @@ func TestWebSession(t *testing.T) {
 		t.Fatalf("next=//evil.example/ went to %q", last)
 	}
 }
+
+func TestLinkOtherForge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	b := newBrowser(t)
+	// Linking needs a signed-in person.
+	if p := b.visit("GET", e.url+"/_plaza/login/gitlab?link=1", nil); p.status != http.StatusUnauthorized || p.location != "" {
+		t.Fatalf("link while signed out: %d %q", p.status, p.location)
+	}
+	// Sign in with GitHub, then link GitLab.
+	if p := b.visit("GET", e.url+"/_plaza/login/github", nil); p.hops[len(p.hops)-1] != e.url+"/" {
+		t.Fatalf("sign-in went to %v", p.hops)
+	}
+	p := b.visit("GET", e.url+"/_plaza/login/gitlab?link=1&next=/settings", nil)
+	if p.hops[len(p.hops)-1] != e.url+"/settings" {
+		t.Fatalf("link went to %v (%d %s)", p.hops, p.status, p.body)
+	}
+	resp, err := b.c.Get(e.url + "/_plaza/session")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&s)
+	resp.Body.Close()
+	if ids, _ := json.Marshal(s["identities"]); s["user_id"] != "@alice:plaza.test" || string(ids) != `[{"idp":"github","login":"Alice"},{"idp":"gitlab","login":"Alice"}]` {
+		t.Fatalf("session after linking: %v", s)
+	}
+	// GitLab now signs in to the same account, from any client.
+	if got := e.loginWith(e.ssoLogin("gitlab")); got != "@alice:plaza.test" {
+		t.Fatalf("GitLab sign-in after linking: %s", got)
+	}
+
+	// Bob's GitLab account cannot be linked to alice's account once it
+	// has one of its own.
+	e.forge.SignIn(bob)
+	if got := e.loginWith(e.ssoLogin("gitlab")); got != "@bob:plaza.test" {
+		t.Fatal(got)
+	}
+	other := newBrowser(t)
+	e.forge.SignIn(carol)
+	other.visit("GET", e.url+"/_plaza/login/github", nil)
+	e.forge.SignIn(bob)
+	if p := other.visit("GET", e.url+"/_plaza/login/gitlab?link=1", nil); p.status != http.StatusConflict || !strings.Contains(p.body, "already signs in to another account") {
+		t.Fatalf("linking someone else's identity: %d %s", p.status, p.body)
+	}
+	// Alice's account keeps one GitLab identity.
+	e.forge.SignIn(carol) // her GitLab identity is not mapped yet
+	if p := b.visit("GET", e.url+"/_plaza/login/gitlab?link=1", nil); p.status != http.StatusConflict || !strings.Contains(p.body, "already linked") {
+		t.Fatalf("a second GitLab identity: %d %s", p.status, p.body)
+	}
+}

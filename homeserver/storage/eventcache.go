@@ -7,7 +7,7 @@ import (
 )
 
 // eventCacheSize bounds each generation of the parsed-event cache.
-const eventCacheSize = 50_000
+const eventCacheSize = 20_000
 
 // eventCache keeps parsed events by NID. Events never change once stored
 // (redaction is recorded beside them), so entries never go stale; the cache

@@ -78,6 +78,9 @@ func githubUser(ctx context.Context, p *provider, tok *oauth2.Token) (forgeUser,
 }
 
 func gitlabUser(ctx context.Context, p *provider, tok *oauth2.Token) (forgeUser, error) {
+	// DESIGN.md names github.com/xanzy/go-gitlab; its successor,
+	// gitlab.com/gitlab-org/api/client-go, is the same API under a new path.
+	//lint:ignore SA1019 the module is deprecated for its new path, not for NewOAuthClient
 	gl, err := gitlab.NewOAuthClient(tok.AccessToken, gitlab.WithBaseURL(p.apiURL), gitlab.WithHTTPClient(p.client), gitlab.WithoutRetries())
 	if err != nil {
 		return forgeUser{}, fmt.Errorf("GitLab client: %w", err)

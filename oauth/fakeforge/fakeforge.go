@@ -27,6 +27,7 @@ package fakeforge
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -36,6 +37,7 @@ import (
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -170,17 +172,13 @@ func (f *Forge) SignIn(id int64) {
 	f.signedIn = id
 }
 
-// Users lists the users, for the sign-in form.
+// usersSorted lists the users by id, for the sign-in form (f.mu held).
 func (f *Forge) usersSorted() []User {
 	out := make([]User, 0, len(f.users))
 	for _, u := range f.users {
 		out = append(out, *u)
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].ID < out[j-1].ID; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	slices.SortFunc(out, func(a, b User) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 

@@ -1,7 +1,9 @@
 package fakeforge
 
 import (
+	"cmp"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -150,11 +152,7 @@ func (f *Forge) sortedOrgs() []*Org {
 	for _, o := range f.orgs {
 		out = append(out, o)
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].ID < out[j-1].ID; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	slices.SortFunc(out, func(a, b *Org) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver"
+	"plaza/homeserver/spectest"
 	"plaza/homeserver/storage"
 	"plaza/homeserver/storage/storagetest"
 	"plaza/peek"
@@ -376,5 +377,61 @@ func TestGuestJoins(t *testing.T) {
 	r := alice.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(open)+"/joined_members", nil)
 	if _, in := r.Body["joined"].(map[string]any)[alice.UserID]; !in {
 		t.Fatalf("alice was removed: %s", r.Raw)
+	}
+}
+
+// TestPreviewsConformToTheSpec validates the preview endpoints' answers
+// against the spec's own OpenAPI schemas (room_summary.yaml,
+// room_initial_sync.yaml, peeking_events.yaml), and their events against
+// the event schemas.
+func TestPreviewsConformToTheSpec(t *testing.T) {
+	c := &conformance{t: t, spec: spectest.ForTest(t)}
+	s, _ := newPeekServer(t)
+	alice, guest := s.register("alice"), s.guest()
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{
+		"preset": "public_chat", "name": "Schema", "topic": "Conformance", "room_alias_name": "schema"}).str("room_id")
+	alice.putState(roomID, "m.room.history_visibility", map[string]any{"history_visibility": "world_readable"})
+	alice.putState(roomID, "m.room.avatar", map[string]any{"url": "mxc://plaza.test/avatar"})
+	alice.putState(roomID, "m.room.join_rules", map[string]any{"join_rule": "restricted",
+		"allow": []any{map[string]any{"type": "m.room_membership", "room_id": roomID}}})
+	first := alice.send(roomID, text("one"))
+	alice.send(roomID, text("two"))
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/redact/"+url.PathEscape(first)+"/x", map[string]any{})
+	rid := url.PathEscape(roomID)
+
+	const summary = "/_matrix/client/v1/room_summary/{roomIdOrAlias}"
+	c.check("GET", summary, s.anon().must("GET", "/_matrix/client/v1/room_summary/"+rid, nil))
+	r := guest.must("GET", "/_matrix/client/v1/room_summary/"+url.PathEscape("#schema:plaza.test"), nil)
+	c.check("GET", summary, r)
+	if ids, _ := r.Body["allowed_room_ids"].([]any); len(ids) != 1 || ids[0] != roomID {
+		t.Errorf("allowed_room_ids: %s", r.Raw)
+	}
+	c.check("GET", summary, s.anon().fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape("!missing"), nil))
+
+	is := guest.must("GET", "/_matrix/client/v3/rooms/"+rid+"/initialSync", nil)
+	c.check("GET", "/_matrix/client/v3/rooms/{roomId}/initialSync", is)
+	msgs, _ := is.Body["messages"].(map[string]any)
+	if c.eventList(spectest.ClientEvent, "initialSync messages", msgs["chunk"]) == 0 ||
+		c.eventList(spectest.ClientEvent, "initialSync state", is.Body["state"]) == 0 {
+		t.Fatalf("initialSync had nothing to check: %s", is.Raw)
+	}
+	ev := guest.must("GET", "/_matrix/client/v3/events?room_id="+url.QueryEscape(roomID)+"&from=s0&timeout=0", nil)
+	if err := c.spec.Validate("GET", "/_matrix/client/v3/events ", 200, ev.Raw); err != nil {
+		if err2 := c.spec.Validate("GET", "/_matrix/client/v3/events", 200, ev.Raw); err2 != nil {
+			t.Errorf("/events: %v; %v", err, err2)
+		}
+	}
+	if c.eventList(spectest.ClientEvent, "/events chunk", ev.Body["chunk"]) == 0 {
+		t.Fatalf("/events had nothing to check: %s", ev.Raw)
+	}
+	guest.must("POST", "/_matrix/client/unstable/org.matrix.msc2753/peek/"+rid, map[string]any{})
+	sync := guest.sync("", 0)
+	c.check("GET", "/_matrix/client/v3/sync", sync)
+	if len(peekTimeline(sync, roomID)) == 0 {
+		t.Fatalf("no peek section: %s", sync.Raw)
+	}
+	pk := sync.Body["rooms"].(map[string]any)["peek"].(map[string]any)[roomID].(map[string]any)
+	for _, key := range []string{"timeline", "state"} {
+		c.eventList(spectest.SyncEvent, "/sync rooms.peek."+key, pk[key].(map[string]any)["events"])
 	}
 }

@@ -249,6 +249,12 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request, withRoom bool) {
 // do not apply, since account data left out of an incremental sync would be
 // lost to the client for good.
 func (s *Service) AddToSync(ctx context.Context, req *sync.Request, resp *sync.Response) error {
+	// Account data, tags and push rules all announce themselves with
+	// NotifyUser, and so do membership changes: when none happened, an
+	// incremental sync has nothing to add here.
+	if req.Since > 0 && !s.syncer.UserChanged(req.UserID, req.Since) {
+		return nil
+	}
 	f := req.Filter
 	if f == nil {
 		f = &sync.Filter{}

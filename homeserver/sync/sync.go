@@ -137,6 +137,14 @@ func (s *Service) joinedRooms(ctx context.Context, userID string) ([]string, err
 	return rooms, nil
 }
 
+// UserChanged reports whether anything addressed to the user (their
+// memberships, or whatever extensions marked with NotifyUser) may have
+// changed after since; always true for positions older than this process.
+// Extensions use it to skip their queries on the common incremental sync.
+func (s *Service) UserChanged(userID string, since int64) bool {
+	return s.membershipMayHaveChanged(userID, since)
+}
+
 // membershipMayHaveChanged reports whether the user's memberships may have
 // changed after since (always, for positions older than this process).
 func (s *Service) membershipMayHaveChanged(userID string, since int64) bool {

@@ -51,6 +51,12 @@ type Config struct {
 	// FederationDelegate, if set, is served as m.server at
 	// /.well-known/matrix/server.
 	FederationDelegate string
+	// FederationNotaries are asked for keys that cannot be fetched from
+	// their owner.
+	FederationNotaries []string
+	// FederationAllowPrivate lets outbound federation reach loopback and
+	// private addresses (tests, private federations).
+	FederationAllowPrivate bool
 }
 
 // Server is a running homeserver.
@@ -135,7 +141,10 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation CA file: %w", err)
 	}
-	fed, err := federation.New(ctx, federation.Config{ServerName: cfg.ServerName, Key: key, RootCAs: roots, Delegate: cfg.FederationDelegate}, db)
+	fed, err := federation.New(ctx, federation.Config{
+		ServerName: cfg.ServerName, Key: key, RootCAs: roots, Delegate: cfg.FederationDelegate,
+		Notaries: cfg.FederationNotaries, AllowPrivateAddresses: cfg.FederationAllowPrivate,
+	}, db)
 	if err != nil {
 		return nil, err
 	}

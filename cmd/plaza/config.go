@@ -39,6 +39,19 @@ type Config struct {
 	TLSCert, TLSKey    string // PEM files for the federation listener
 	FederationCAFile   string // extra CAs trusted for outbound federation (tests, private federations)
 	FederationDelegate string // served as m.server at /.well-known/matrix/server; empty: not served
+	FederationNotaries string // comma-separated server names asked for keys their owner cannot give
+	FederationPrivate  bool   // outbound federation may reach loopback and private addresses
+}
+
+// Notaries returns the configured notary servers.
+func (c Config) Notaries() []string {
+	var out []string
+	for n := range strings.SplitSeq(c.FederationNotaries, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // FederationEnabled reports whether the federation listener runs.
@@ -100,6 +113,12 @@ func settings() []setting {
 		{key: "federation_delegate", env: "PLAZA_FEDERATION_DELEGATE", def: "",
 			help:  "server name served at /.well-known/matrix/server (host[:port]); empty: not served",
 			field: func(c *Config) any { return &c.FederationDelegate }},
+		{key: "federation_notaries", env: "PLAZA_FEDERATION_NOTARIES", def: "",
+			help:  "comma-separated servers asked for other servers' keys when those cannot be reached (e.g. matrix.org)",
+			field: func(c *Config) any { return &c.FederationNotaries }},
+		{key: "federation_allow_private", env: "PLAZA_FEDERATION_ALLOW_PRIVATE", def: "false",
+			help:  "let outbound federation reach loopback and private addresses (tests, private networks)",
+			field: func(c *Config) any { return &c.FederationPrivate }},
 	}, ssoSettings()...)
 }
 
@@ -275,6 +294,11 @@ func (c *Config) validateFederation(fail func(key, value, problem string) error)
 	}
 	if c.FederationDelegate != "" && !id.ValidServerName(c.FederationDelegate) {
 		return fail("federation_delegate", c.FederationDelegate, "not a server name: host or host:port (e.g. matrix.example.org:443)")
+	}
+	for _, n := range c.Notaries() {
+		if !id.ValidServerName(n) {
+			return fail("federation_notaries", c.FederationNotaries, strconv.Quote(n)+" is not a server name; list names separated by commas")
+		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,13 +288,17 @@ func TestLoadConfigFederation(t *testing.T) {
 		"PLAZA_FEDERATION_LISTEN":   "127.0.0.1:8449",
 		"PLAZA_FEDERATION_CA_FILE":  certs.ca,
 		"PLAZA_FEDERATION_DELEGATE": "matrix.example.org:443",
+		"PLAZA_FEDERATION_NOTARIES": " matrix.org, notary.example:8448,",
+
+		"PLAZA_FEDERATION_ALLOW_PRIVATE": "true",
 	}
 	got, err := LoadConfig("", fakeEnv(ok))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !got.FederationEnabled() || got.TLSCert != certs.cert || got.TLSKey != certs.key || got.FederationListen != "127.0.0.1:8449" ||
-		got.FederationCAFile != certs.ca || got.FederationDelegate != "matrix.example.org:443" {
+		got.FederationCAFile != certs.ca || got.FederationDelegate != "matrix.example.org:443" || !got.FederationPrivate ||
+		!slices.Equal(got.Notaries(), []string{"matrix.org", "notary.example:8448"}) {
 		t.Errorf("LoadConfig = %+v", got)
 	}
 	if got, err := LoadConfig("", fakeEnv(nil)); err != nil || got.FederationEnabled() {
@@ -322,6 +327,8 @@ func TestLoadConfigFederation(t *testing.T) {
 		{"missing CA file", with("PLAZA_FEDERATION_CA_FILE", certs.dir+"/absent.pem"), []string{"PLAZA_FEDERATION_CA_FILE=", "absent.pem"}},
 		{"federation listen", with("PLAZA_FEDERATION_LISTEN", "8448"), []string{`PLAZA_FEDERATION_LISTEN="8448"`, "host:port"}},
 		{"delegate", with("PLAZA_FEDERATION_DELEGATE", "https://matrix.example.org"), []string{`PLAZA_FEDERATION_DELEGATE="https://matrix.example.org"`, "not a server name"}},
+		{"notaries", with("PLAZA_FEDERATION_NOTARIES", "matrix.org notary.example"), []string{`PLAZA_FEDERATION_NOTARIES="matrix.org notary.example"`, "separated by commas"}},
+		{"allow private", with("PLAZA_FEDERATION_ALLOW_PRIVATE", "yes"), []string{`PLAZA_FEDERATION_ALLOW_PRIVATE="yes"`, "true or false"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

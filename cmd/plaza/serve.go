@@ -146,6 +146,9 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 
 		FederationCAFile:   cfg.FederationCAFile,
 		FederationDelegate: cfg.FederationDelegate,
+		FederationNotaries: cfg.Notaries(),
+
+		FederationAllowPrivate: cfg.FederationPrivate,
 	}, db.DB)
 	if err != nil {
 		return interrupted(fmt.Errorf("starting the homeserver: %w", err))

@@ -63,14 +63,17 @@ type Client struct {
 	key      signing.Key
 	resolver *Resolver
 	roots    *x509.CertPool
+	dialer   *net.Dialer
 
 	mu         sync.Mutex
 	transports map[string]*http.Transport // by destination (addresses and TLS name)
 }
 
-// NewClient returns a client signing as origin with key.
-func NewClient(origin string, key signing.Key, resolver *Resolver, roots *x509.CertPool) *Client {
-	return &Client{origin: origin, key: key, resolver: resolver, roots: roots, transports: map[string]*http.Transport{}}
+// NewClient returns a client signing as origin with key. Unless
+// allowPrivate is set, it refuses to connect to loopback, private and other
+// non-public addresses.
+func NewClient(origin string, key signing.Key, resolver *Resolver, roots *x509.CertPool, allowPrivate bool) *Client {
+	return &Client{origin: origin, key: key, resolver: resolver, roots: roots, dialer: newDialer(allowPrivate), transports: map[string]*http.Transport{}}
 }
 
 // RemoteError is a non-2xx answer from another server.
@@ -107,8 +110,7 @@ func (c *Client) transport(d Destination) *http.Transport {
 			}
 		}
 	}
-	addrs := d.Addrs
-	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	addrs, dialer := d.Addrs, c.dialer
 	t := &http.Transport{
 		// The URL's host is only the Host header; connections go to the
 		// addresses discovery found, tried in order.

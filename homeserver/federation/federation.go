@@ -10,6 +10,7 @@ package federation
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
@@ -45,6 +46,10 @@ type Config struct {
 	KeyValidity time.Duration
 	// MaxBodyBytes bounds inbound request bodies (default 8 MiB).
 	MaxBodyBytes int64
+	// AllowPrivateAddresses lets outbound federation connect to loopback,
+	// private and other non-public addresses: for tests and private
+	// federations. Off, a server name leading there is unreachable.
+	AllowPrivateAddresses bool
 	// DNS looks up SRV records; nil: net.DefaultResolver.
 	DNS DNS
 	// WellKnownClient fetches /.well-known/matrix/server; nil: a client
@@ -110,22 +115,24 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Service, error) {
 		cfg.DNS = net.DefaultResolver
 	}
 	if cfg.WellKnownClient == nil {
-		cfg.WellKnownClient = wellKnownClient(cfg.RootCAs)
+		cfg.WellKnownClient = wellKnownClient(cfg.RootCAs, newDialer(cfg.AllowPrivateAddresses))
 	}
 	if err := db.RecordOwnKey(ctx, cfg.Key.ID, cfg.Key.Public(), cfg.Now().UnixMilli()); err != nil {
 		return nil, fmt.Errorf("federation: %w", err)
 	}
 	resolver := NewResolver(cfg.DNS, cfg.WellKnownClient, cfg.Now)
-	client := NewClient(cfg.ServerName, cfg.Key, resolver, cfg.RootCAs)
+	client := NewClient(cfg.ServerName, cfg.Key, resolver, cfg.RootCAs, cfg.AllowPrivateAddresses)
 	keys := newKeyRing(cfg.ServerName, cfg.Key, db, client, cfg.Notaries, cfg.Now)
 	return &Service{cfg: cfg, db: db, Resolver: resolver, Client: client, Keys: keys}, nil
 }
 
 // wellKnownClient fetches .well-known over ordinary HTTPS, following a
 // bounded number of redirects (net/http stops at 10, which also ends loops).
-func wellKnownClient(roots *x509.CertPool) *http.Client {
+func wellKnownClient(roots *x509.CertPool, dialer *net.Dialer) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig.RootCAs = roots
+	t.Proxy = nil // a proxy would dial for us, past the dialer's address check
+	t.DialContext = dialer.DialContext
+	t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	t.ResponseHeaderTimeout = wellKnownTimeout
 	return &http.Client{Transport: t, Timeout: wellKnownTimeout}
 }

@@ -145,7 +145,7 @@ func newFed(t testing.TB, ca *testCA, opts ...func(*Config)) *testFed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cfg = Config{ServerName: f.name, Key: key, RootCAs: roots, DNS: noDNS{}, Version: "test"}
+	f.cfg = Config{ServerName: f.name, Key: key, RootCAs: roots, DNS: noDNS{}, Version: "test", AllowPrivateAddresses: true}
 	for _, o := range opts {
 		o(&f.cfg)
 	}

@@ -127,6 +127,11 @@ func (s *Service) startFlow(w http.ResponseWriter, r *http.Request, idp, purpose
 		s.fail(w, r, flowError(http.StatusNotFound, "This server does not offer signing in with %q.", idp))
 		return
 	}
+	if !s.starts.allow(r, s.cfg.Now()) {
+		w.Header().Set("Retry-After", "60")
+		s.fail(w, r, flowError(http.StatusTooManyRequests, "Too many sign-in attempts from your address. Please wait a minute."))
+		return
+	}
 	browser := s.browserID(w, r)
 	state, verifier := randomToken(), oauth2.GenerateVerifier()
 	err := s.hs.DB.CreateOAuthPending(r.Context(), state, browser, storage.OAuthPending{

@@ -136,6 +136,7 @@ type Service struct {
 	allow     allowlist
 	demo      *fakeforge.Forge // nil unless the demo forge is offered
 	pages     *template.Template
+	starts    startLimiter
 	log       *slog.Logger
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -600,5 +602,50 @@ func TestLinkOtherForge(t *testing.T) {
 	e.forge.SignIn(carol) // her GitLab identity is not mapped yet
 	if p := b.visit("GET", e.url+"/_plaza/login/gitlab?link=1", nil); p.status != http.StatusConflict || !strings.Contains(p.body, "already linked") {
 		t.Fatalf("a second GitLab identity: %d %s", p.status, p.body)
+	}
+}
+
+// TestConcurrentFirstSignIn: the same person signing in from several tabs
+// at once for the first time gets one account.
+func TestConcurrentFirstSignIn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const n = 8
+	tokens := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			jar, _ := cookiejar.New(nil)
+			// Redirects are followed until the client's page on Plaza
+			// itself, which nothing serves: the token is in that URL.
+			c := &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+				if req.URL.Path == "/app/" {
+					return http.ErrUseLastResponse
+				}
+				return nil
+			}}
+			resp, err := c.Get(e.url + "/_matrix/client/v3/login/sso/redirect/github?redirectUrl=" + url.QueryEscape(e.url+"/app/"))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			resp.Body.Close()
+			loc, err := url.Parse(resp.Header.Get("Location"))
+			if err != nil || loc.Query().Get("loginToken") == "" {
+				errs[i] = fmt.Errorf("flow ended with %d %q", resp.StatusCode, resp.Header.Get("Location"))
+				return
+			}
+			tokens[i] = loc.Query().Get("loginToken")
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if got := e.loginWith(tokens[i]); got != "@alice:plaza.test" {
+			t.Fatalf("sign-in %d made %s", i, got)
+		}
 	}
 }

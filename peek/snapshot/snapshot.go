@@ -40,6 +40,10 @@ type Config struct {
 	// Events is how many of the latest visible events a snapshot keeps
 	// (default 50).
 	Events int
+	// Loads bounds cold loads running at once (default 4): anyone may ask
+	// for any room's summary, and a cold 20,000-member room costs the room
+	// service seconds of CPU, so a flood of them must queue, not pile up.
+	Loads int
 }
 
 func (c Config) withDefaults() Config {
@@ -48,6 +52,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Events <= 0 {
 		c.Events = 50
+	}
+	if c.Loads <= 0 {
+		c.Loads = 4
 	}
 	return c
 }
@@ -171,6 +178,7 @@ type Cache struct {
 	rooms   *room.Service
 	tracker *stream.Tracker
 	now     func() time.Time
+	loads   chan struct{} // a slot per running cold load
 
 	// published is the highest stream position the room service has
 	// announced to us: a loader waits until readers can read that far, so no
@@ -204,6 +212,7 @@ type entry struct {
 func New(cfg Config, db *storage.DB, rooms *room.Service, tracker *stream.Tracker) *Cache {
 	c := &Cache{cfg: cfg.withDefaults(), db: db, rooms: rooms, tracker: tracker, now: time.Now,
 		entries: map[string]*entry{}, lru: list.New()}
+	c.loads = make(chan struct{}, c.cfg.Loads)
 	c.published.Store(tracker.UpTo())
 	rooms.Subscribe(c.onEvents)
 	return c
@@ -258,8 +267,17 @@ func (c *Cache) load(e *entry) {
 	// The load belongs to every waiter, not to the first caller's request.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pos := c.tracker.Wait(ctx, c.published.Load()-1)
-	snap, members, err := c.build(ctx, e.roomID, pos)
+	var snap *Snapshot
+	var members map[string]*event.Event
+	var err error
+	select {
+	case c.loads <- struct{}{}:
+		pos := c.tracker.Wait(ctx, c.published.Load()-1)
+		snap, members, err = c.build(ctx, e.roomID, pos)
+		<-c.loads
+	case <-ctx.Done():
+		err = fmt.Errorf("waiting to load room %s: %w", e.roomID, ctx.Err())
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {

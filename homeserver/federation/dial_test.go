@@ -3,9 +3,12 @@ package federation
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/netip"
 	"testing"
 	"time"
+
+	"plaza/homeserver/signing"
 )
 
 func TestIsPublic(t *testing.T) {
@@ -57,5 +60,42 @@ func TestPrivateAddressesRefused(t *testing.T) {
 	_, _, err = a.svc.Resolver.fetchWellKnown(context.Background(), "localhost")
 	if !errors.Is(err, errPrivateAddress) {
 		t.Errorf(".well-known from localhost: %v, want errPrivateAddress", err)
+	}
+}
+
+func TestWellKnownRedirectsStayOnHTTPS(t *testing.T) {
+	mk := func(u string) *http.Request {
+		r, err := http.NewRequest("GET", u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if err := httpsRedirectsOnly(mk("https://b.example/.well-known/matrix/server"), []*http.Request{mk("https://a.example/")}); err != nil {
+		t.Errorf("HTTPS redirect refused: %v", err)
+	}
+	if err := httpsRedirectsOnly(mk("http://b.example/.well-known/matrix/server"), []*http.Request{mk("https://a.example/")}); err == nil {
+		t.Error("redirect to plain HTTP followed")
+	}
+	via := make([]*http.Request, maxWellKnownRedirects)
+	if err := httpsRedirectsOnly(mk("https://b.example/"), via); err == nil {
+		t.Error("endless redirects followed")
+	}
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	key, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]Config{
+		"no key":          {ServerName: "a.example"},
+		"bad server name": {ServerName: "a b", Key: key},
+		"bad delegate":    {ServerName: "a.example", Key: key, Delegate: "https://x"},
+		"bad notary":      {ServerName: "a.example", Key: key, Notaries: []string{"not a name"}},
+	} {
+		if _, err := New(context.Background(), cfg, nil); err == nil {
+			t.Errorf("%s: New succeeded", name)
+		}
 	}
 }

@@ -10,8 +10,10 @@ package federation
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -84,6 +86,9 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Service, error) {
 	if !id.ValidServerName(cfg.ServerName) {
 		return nil, fmt.Errorf("federation: invalid server name %q", cfg.ServerName)
 	}
+	if len(cfg.Key.Private) != ed25519.PrivateKeySize {
+		return nil, errors.New("federation: no valid signing key")
+	}
 	if cfg.Delegate != "" && !id.ValidServerName(cfg.Delegate) {
 		return nil, fmt.Errorf("federation: delegated name %q is not a server name", cfg.Delegate)
 	}
@@ -126,15 +131,29 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Service, error) {
 	return &Service{cfg: cfg, db: db, Resolver: resolver, Client: client, Keys: keys}, nil
 }
 
-// wellKnownClient fetches .well-known over ordinary HTTPS, following a
-// bounded number of redirects (net/http stops at 10, which also ends loops).
+// maxWellKnownRedirects bounds redirect chains, which also ends loops.
+const maxWellKnownRedirects = 10
+
+// wellKnownClient fetches .well-known over ordinary HTTPS, following
+// redirects as the spec asks, but only to HTTPS: a redirect to plain HTTP
+// would let anyone on the path choose where we send federation traffic.
 func wellKnownClient(roots *x509.CertPool, dialer *net.Dialer) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.Proxy = nil // a proxy would dial for us, past the dialer's address check
 	t.DialContext = dialer.DialContext
 	t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	t.ResponseHeaderTimeout = wellKnownTimeout
-	return &http.Client{Transport: t, Timeout: wellKnownTimeout}
+	return &http.Client{Transport: t, Timeout: wellKnownTimeout, CheckRedirect: httpsRedirectsOnly}
+}
+
+func httpsRedirectsOnly(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxWellKnownRedirects {
+		return fmt.Errorf("well-known: more than %d redirects", maxWellKnownRedirects)
+	}
+	if req.URL.Scheme != "https" {
+		return fmt.Errorf("well-known: redirect to %s, which is not HTTPS", req.URL.Redacted())
+	}
+	return nil
 }
 
 func buildVersion() string {

@@ -322,3 +322,45 @@ func TestWellKnownDelegation(t *testing.T) {
 		t.Errorf("well-known without a delegate = %d, want 404", code)
 	}
 }
+
+// TestNotaryWithoutValidSignatureIsNotTrusted checks that keys relayed by a
+// notary count only when the notary's own signature on them verifies.
+func TestNotaryWithoutValidSignatureIsNotTrusted(t *testing.T) {
+	ca := newCA(t)
+	b := newFed(t, ca)
+	n := newFed(t, ca)
+	a := newFed(t, ca, func(c *Config) { c.Notaries = []string{n.name} })
+	var bResponse json.RawMessage
+	if code := get(t, ca.client(), b.ts.URL+"/_matrix/key/v2/server", &bResponse); code != 200 {
+		t.Fatal(code)
+	}
+	b.ts.Close()
+
+	forger, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger.ID = n.cfg.Key.ID // the notary's key ID, someone else's key
+	genuine := n.svc.Handler()
+	var relay http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/_matrix/key/v2/query" {
+			genuine.ServeHTTP(w, r)
+			return
+		}
+		signed, err := signing.SignJSON(bResponse, n.name, forger)
+		if err != nil {
+			t.Error(err)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"server_keys":[` + string(signed) + `]}`))
+	})
+	n.handler.Store(&relay)
+
+	_, err = a.svc.Keys.VerifyKey(context.Background(), b.name, b.cfg.Key.ID, time.Now(), true)
+	if err == nil || !errors.Is(err, signing.ErrBadSignature) {
+		t.Errorf("keys relayed with a forged notary signature: %v, want a signature error", err)
+	}
+	if n.hitCount("/_matrix/key/v2/query") != 1 {
+		t.Errorf("notary asked %d times, want 1", n.hitCount("/_matrix/key/v2/query"))
+	}
+}

@@ -44,6 +44,13 @@ type Service struct {
 
 	counter Counter
 	unread  map[string]map[string]*unreadEntry // user → room
+
+	// Where receipts last changed, so a sync that nothing concerns skips
+	// the receipts queries. Positions before startPos are unknown here.
+	startPos       int64
+	roomReceiptPos map[string]int64 // room → last public receipt
+	userReceiptPos map[string]int64 // user → last receipt of theirs
+	ownReceiptPos  map[string]int64 // user + "\x00" + room → last receipt there
 }
 
 type presenceState struct {
@@ -56,7 +63,8 @@ type presenceState struct {
 func New(db *storage.DB, rooms *room.Service, tracker *stream.Tracker, syncer *sync.Service) *Service {
 	s := &Service{db: db, rooms: rooms, tracker: tracker, syncer: syncer,
 		typing: map[string]map[string]*time.Timer{}, typingPos: map[string]int64{},
-		presence: map[string]presenceState{}, presencePos: map[string]int64{}, unread: map[string]map[string]*unreadEntry{}}
+		presence: map[string]presenceState{}, presencePos: map[string]int64{}, unread: map[string]map[string]*unreadEntry{},
+		startPos: tracker.UpTo(), roomReceiptPos: map[string]int64{}, userReceiptPos: map[string]int64{}, ownReceiptPos: map[string]int64{}}
 	syncer.AddExtension(s)
 	return s
 }
@@ -219,6 +227,20 @@ func (s *Service) receipt(ctx context.Context, roomID, userID, typ, threadID, ev
 	_, err = s.db.PutReceipt(ctx, nid, storage.Receipt{UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID,
 		EventPos: evPos, TS: time.Now().UnixMilli(), StreamPos: pos})
 	if err == nil {
+		s.mu.Lock()
+		s.userReceiptPos[userID] = pos
+		if len(s.ownReceiptPos) >= maxTracked {
+			// Forgetting is safe: an unknown position sends readers to the
+			// database. The unread cache goes too, as it relies on this.
+			clear(s.ownReceiptPos)
+			clear(s.unread)
+			s.startPos = pos
+		}
+		s.ownReceiptPos[userID+"\x00"+roomID] = pos
+		if typ == "m.read" {
+			s.roomReceiptPos[roomID] = pos
+		}
+		s.mu.Unlock()
 		if typ == "m.read" {
 			s.syncer.NotifyRoom(roomID, pos)
 		} else {
@@ -324,9 +346,12 @@ func (s *Service) AddToSync(ctx context.Context, req *sync.Request, resp *sync.R
 	}
 	s.mu.Unlock()
 
-	receipts, err := s.db.ReceiptsSince(ctx, req.JoinedRooms, req.Since, req.UpTo)
-	if err != nil {
-		return err
+	var receipts []storage.Receipt
+	if s.receiptsMayHaveChanged(req) {
+		var err error
+		if receipts, err = s.db.ReceiptsSince(ctx, req.JoinedRooms, req.Since, req.UpTo); err != nil {
+			return err
+		}
 	}
 	perRoom := map[string]map[string]map[string]map[string]any{} // room → event → type → user → info
 	for _, rc := range receipts {
@@ -414,10 +439,15 @@ type Counter func(ctx context.Context, userID string) (Judge, int64, error)
 // accountdata provides it; server.go wires the two).
 func (s *Service) SetCounter(c Counter) { s.counter = c }
 
+// maxTracked bounds the per-user maps of this package; past it they start
+// over, which costs queries, never correctness.
+const maxTracked = 1_000_000
+
 // unreadEntry is a user's unread counts in a room, kept between syncs so
 // each sync judges only the events that are new since the last one.
 type unreadEntry struct {
 	read, counted, rules int64 // read receipt, events judged up to, rules version
+	asOf                 int64 // the stream position read was current at
 	notify, highlight    int
 }
 
@@ -437,7 +467,7 @@ func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *syn
 	if len(ids) == 0 {
 		return nil
 	}
-	read, err := s.db.ReadUpTo(ctx, req.UserID, ids)
+	read, err := s.readPositions(ctx, req, ids)
 	if err != nil {
 		return err
 	}
@@ -456,6 +486,7 @@ func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *syn
 		if e == nil || cur.read != read[id] || cur.rules != rulesVersion || cur.counted > req.UpTo {
 			cur = unreadEntry{read: read[id], counted: read[id], rules: rulesVersion}
 		}
+		cur.asOf = req.UpTo
 		if cur.counted < req.UpTo {
 			nid, err := s.rooms.NID(ctx, id)
 			if err != nil {
@@ -475,6 +506,9 @@ func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *syn
 			}
 		}
 		s.mu.Lock()
+		if len(s.unread) >= maxTracked {
+			clear(s.unread)
+		}
 		if s.unread[req.UserID] == nil {
 			s.unread[req.UserID] = map[string]*unreadEntry{}
 		}
@@ -483,4 +517,42 @@ func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *syn
 		resp.Rooms.Join[id].UnreadNotifications = map[string]int{"notification_count": cur.notify, "highlight_count": cur.highlight}
 	}
 	return nil
+}
+
+// receiptsMayHaveChanged reports whether a receipt the requester may see
+// changed in the sync's window.
+func (s *Service) receiptsMayHaveChanged(req *sync.Request) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if req.Since < s.startPos || s.userReceiptPos[req.UserID] > req.Since {
+		return true
+	}
+	for _, roomID := range req.JoinedRooms {
+		if s.roomReceiptPos[roomID] > req.Since {
+			return true
+		}
+	}
+	return false
+}
+
+// readPositions returns the user's read positions in rooms: from the unread
+// cache when the user sent no receipt in a room since its entry was made,
+// from the database otherwise.
+func (s *Service) readPositions(ctx context.Context, req *sync.Request, ids []string) (map[string]int64, error) {
+	s.mu.Lock()
+	cached := true
+	out := make(map[string]int64, len(ids))
+	for _, id := range ids {
+		e := s.unread[req.UserID][id]
+		if e == nil || s.ownReceiptPos[req.UserID+"\x00"+id] > e.asOf {
+			cached = false
+			break
+		}
+		out[id] = e.read
+	}
+	s.mu.Unlock()
+	if cached {
+		return out, nil
+	}
+	return s.db.ReadUpTo(ctx, req.UserID, ids)
 }

@@ -89,6 +89,8 @@ func TestAuthenticationFailures(t *testing.T) {
 		{"valid", b, []string{valid}, body, 200, ""},
 		{"valid among other schemes", b, []string{"Bearer abc", valid}, body, 200, ""},
 		{"no destination (older servers)", b, []string{sign(a.name, "", "POST", path, body, a.cfg.Key)}, body, 200, ""},
+		{"one of two signatures valid", b, []string{tamper(valid), valid}, body, 200, ""},
+		{"lenient header form", b, []string{strings.Replace(strings.ReplaceAll(valid, `"`, ""), "origin=", "Origin = ", 1)}, body, 200, ""},
 		{"no authorization", b, nil, body, 401, "M_UNAUTHORIZED"},
 		{"tampered signature", b, []string{tamper(valid)}, body, 401, "M_UNAUTHORIZED"},
 		{"tampered body", b, []string{valid}, []byte(`{"hello":"mallory"}`), 401, "M_UNAUTHORIZED"},

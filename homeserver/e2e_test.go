@@ -947,3 +947,36 @@ func TestPercentEncodedPathParameters(t *testing.T) {
 	}
 	alice.must("PUT", base+"/redact/"+enc(ev)+"/r1", map[string]any{})
 }
+
+// A receipt sent in a room that the next sync does not include must still
+// reset that room's count when the room comes back (the counts are cached
+// between syncs).
+func TestUnreadCountsAcrossRooms(t *testing.T) {
+	s := newServer(t)
+	alice, bob, carol := s.register("alice"), s.register("bob"), s.register("carol")
+	var rooms []string
+	for i := 0; i < 2; i++ {
+		id := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+		bob.must("POST", "/_matrix/client/v3/join/"+id, nil)
+		carol.must("POST", "/_matrix/client/v3/join/"+id, nil) // three members: plain message rule
+		rooms = append(rooms, id)
+	}
+	a, b := rooms[0], rooms[1]
+	alice.send(a, text("a1"))
+	lastB := alice.send(b, text("b1"))
+	alice.send(b, text("b2"))
+	r := bob.sync("", 0)
+	if n, _ := unread(r, b); n != 2 {
+		t.Fatalf("unread in b = %d, want 2", n)
+	}
+	since := r.str("next_batch")
+	bob.must("POST", "/_matrix/client/v3/rooms/"+b+"/receipt/m.read/"+lastB, map[string]any{})
+	alice.send(a, text("a2"))
+	r = bob.sync(since, 5000)
+	since = r.str("next_batch")
+	alice.send(b, text("b3"))
+	r = bob.sync(since, 5000)
+	if n, _ := unread(r, b); n != 2 { // b2 and b3, after the receipt on b1
+		t.Fatalf("unread in b after reading b1 = %d, want 2: %s", n, r.Raw)
+	}
+}

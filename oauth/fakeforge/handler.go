@@ -74,7 +74,10 @@ func (f *Forge) avatar(w http.ResponseWriter, r *http.Request, name string) {
 
 // ---- OAuth, shared by both flavours ----
 
-var authorizePage = template.Must(template.New("authorize").Parse(`<!doctype html>
+// authorizePage is the consent form. It is parsed per request: the fake
+// serves a handful of them, and this keeps a bad template an error, not a
+// panic at start-up.
+const authorizePage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in to {{.Title}}</title></head>
 <body>
 <h1>Sign in to {{.Title}}</h1>
@@ -85,7 +88,7 @@ var authorizePage = template.Must(template.New("authorize").Parse(`<!doctype htm
 {{end}}<p><button type="submit" name="deny" value="1">Deny access</button></p>
 </form>
 </body></html>
-`))
+`
 
 // authorize is the forge's consent screen.
 func (f *Forge) authorize(w http.ResponseWriter, r *http.Request, flavour string) {
@@ -131,8 +134,13 @@ func (f *Forge) authorize(w http.ResponseWriter, r *http.Request, flavour string
 				params[k] = v
 			}
 		}
+		page, err := template.New("authorize").Parse(authorizePage)
+		if err != nil {
+			http.Error(w, "authorize page: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = authorizePage.Execute(w, map[string]any{"Title": f.opts.Title, "Params": params, "Users": users})
+		_ = page.Execute(w, map[string]any{"Title": f.opts.Title, "Params": params, "Users": users})
 		return
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,10 +36,12 @@ const clientOrigin = "https://client.example"
 // env is Plaza (homeserver plus sign-in) on a real database and a real
 // port, and a fake forge on another.
 type env struct {
-	t     *testing.T
-	url   string
-	hs    *homeserver.Server
-	forge *fakeforge.Forge
+	t        *testing.T
+	url      string
+	hs       *homeserver.Server
+	svc      *oauth.Service
+	forge    *fakeforge.Forge
+	forgeURL string
 }
 
 // forge users: ids are immutable, logins may change.
@@ -86,7 +89,7 @@ func newEnv(t *testing.T, mutate ...func(*oauth.Config)) *env {
 	}
 	h := svc.Handler(hs.Handler())
 	handler.Store(&h)
-	return &env{t: t, url: srv.URL, hs: hs, forge: forge}
+	return &env{t: t, url: srv.URL, hs: hs, svc: svc, forge: forge, forgeURL: forgeSrv.URL}
 }
 
 // browser is a web browser: a cookie jar, and redirects followed by hand so
@@ -647,5 +650,38 @@ func TestConcurrentFirstSignIn(t *testing.T) {
 		if got := e.loginWith(tokens[i]); got != "@alice:plaza.test" {
 			t.Fatalf("sign-in %d made %s", i, got)
 		}
+	}
+}
+
+// TestForgeTokenSealed: the forge's access token is kept, encrypted at
+// rest, and opens again for calls on the user's behalf.
+func TestForgeTokenSealed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.loginWith(e.ssoLogin("github"))
+	ident, err := e.svc.ForgeIdentity(context.Background(), "@alice:plaza.test", "github")
+	if err != nil || ident.ForgeUserID != alice || ident.Token == nil || ident.Token.AccessToken == "" {
+		t.Fatalf("forge identity %+v, %v", ident, err)
+	}
+	var sealed []byte
+	if err := e.hs.DB.Pool.QueryRow(context.Background(), `SELECT access_token FROM oauth_identities WHERE idp = 'github'`).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte(ident.Token.AccessToken)) {
+		t.Fatal("the forge token is stored in the clear")
+	}
+	// The token works on the forge.
+	req, _ := http.NewRequest("GET", e.forgeURL+"/github/api/user", nil)
+	ident.Token.SetAuthHeader(req)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the kept token: %d", resp.StatusCode)
+	}
+	if _, err := e.svc.ForgeIdentity(context.Background(), "@alice:plaza.test", "gitlab"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("no GitLab identity: %v", err)
 	}
 }

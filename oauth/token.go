@@ -1,0 +1,50 @@
+package oauth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"golang.org/x/oauth2"
+
+	"plaza/homeserver/storage"
+)
+
+// ForgeIdentity is a user's account on one forge, with the access token
+// Plaza holds for it, for features that call the forge on the user's
+// behalf (rooms on demand, permissions).
+type ForgeIdentity struct {
+	IDP         string // github, gitlab or demo
+	ForgeUserID int64
+	Login       string
+	Token       *oauth2.Token
+}
+
+// ForgeIdentity returns userID's identity on the forge idp, with its
+// unsealed access token; storage.ErrNotFound if there is none.
+func (s *Service) ForgeIdentity(ctx context.Context, userID, idp string) (*ForgeIdentity, error) {
+	idents, err := s.hs.DB.OAuthIdentities(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range idents {
+		if i.IDP != idp {
+			continue
+		}
+		out := &ForgeIdentity{IDP: i.IDP, ForgeUserID: i.ForgeUserID, Login: i.Login}
+		if i.AccessToken == nil || s.sealer == nil {
+			return out, nil
+		}
+		raw, err := s.sealer.open(i.AccessToken, i.IDP+":"+strconv.FormatInt(i.ForgeUserID, 10))
+		if err != nil {
+			return nil, fmt.Errorf("oauth: opening the %s token of %s (was <data_dir>/oauth-token.key replaced?): %w", idp, userID, err)
+		}
+		out.Token = new(oauth2.Token)
+		if err := json.Unmarshal(raw, out.Token); err != nil {
+			return nil, fmt.Errorf("oauth: the %s token of %s: %w", idp, userID, err)
+		}
+		return out, nil
+	}
+	return nil, storage.ErrNotFound
+}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver"
+	"plaza/homeserver/spectest"
 	"plaza/homeserver/storage"
 	"plaza/homeserver/storage/storagetest"
 	"plaza/oauth"
@@ -227,6 +228,21 @@ func TestLoginFlowsListIdentityProviders(t *testing.T) {
 	want := `{"identity_providers":[{"brand":"github","id":"github","name":"GitHub"},{"brand":"gitlab","id":"gitlab","name":"GitLab"}],"type":"m.login.sso"}`
 	if !strings.Contains(string(js), want) || !strings.Contains(string(js), `"m.login.token"`) {
 		t.Fatalf("flows = %s", js)
+	}
+	spec := spectest.ForTest(t)
+	raw, _ := json.Marshal(body)
+	if err := spec.Validate("GET", "/_matrix/client/v3/login", 200, raw); err != nil {
+		t.Fatal(err)
+	}
+	// GET /login's schema leaves flows open; the m.login.sso flow has a
+	// schema of its own.
+	for _, f := range body["flows"].([]any) {
+		if f.(map[string]any)["type"] == "m.login.sso" {
+			raw, _ := json.Marshal(f)
+			if err := spec.ValidateSchema("api/client-server/definitions/sso_login_flow.yaml", raw); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 

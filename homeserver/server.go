@@ -118,11 +118,7 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 			if len(evs) == 0 {
 				return 0, 0
 			}
-			nid, err := rooms.NID(ctx, roomID)
-			if err != nil {
-				return 0, 0
-			}
-			joined, _, err := db.MemberCounts(ctx, nid)
+			joined, err := rooms.JoinedCount(ctx, roomID)
 			if err != nil {
 				return 0, 0
 			}

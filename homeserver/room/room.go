@@ -102,6 +102,7 @@ type roomEntry struct {
 	smu         sync.RWMutex // guards the fields below for readers
 	row         *storage.Room
 	state       map[event.TypeKey]stateItem
+	joined      int // members whose current membership is join
 	extremities []*event.Event
 	chainLen    int
 
@@ -186,8 +187,14 @@ func (s *Service) load(ctx context.Context, roomID string) (*roomEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	joined := 0
+	for tk, it := range state {
+		if tk.Type == event.TypeMember && MembershipOf(it.ev) == "join" {
+			joined++
+		}
+	}
 	r.smu.Lock()
-	r.row, r.state, r.chainLen = row, state, chainLen
+	r.row, r.state, r.chainLen, r.joined = row, state, chainLen, joined
 	r.extremities = r.extremities[:0]
 	for _, se := range ext {
 		r.extremities = append(r.extremities, se.Event)
@@ -297,6 +304,20 @@ func (s *Service) drainOnce(r *roomEntry) {
 	}
 }
 
+// setState replaces a piece of current state, keeping the joined count in
+// step. The caller holds r.smu.
+func (r *roomEntry) setState(tk event.TypeKey, it stateItem) {
+	if tk.Type == event.TypeMember {
+		if old := r.state[tk].ev; old != nil && MembershipOf(old) == "join" {
+			r.joined--
+		}
+		if MembershipOf(it.ev) == "join" {
+			r.joined++
+		}
+	}
+	r.state[tk] = it
+}
+
 // overlay is the room state as seen during a batch: the batch's own new state
 // over the room's current state.
 type overlay struct {
@@ -378,7 +399,7 @@ func (s *Service) writeBatch(r *roomEntry, batch []*pending) {
 	r.smu.Lock()
 	for i, ne := range news {
 		if tk, ok := ne.Event.TypeKey(); ok {
-			r.state[tk] = stateItem{nid: persisted[i].NID, ev: ne.Event}
+			r.setState(tk, stateItem{nid: persisted[i].NID, ev: ne.Event})
 		}
 		stored[i] = &storage.StoredEvent{NID: persisted[i].NID, StreamPos: ne.StreamPos, Event: ne.Event, TxnDevice: ne.TxnDevice, TxnID: ne.TxnID}
 	}
@@ -461,10 +482,11 @@ func (s *Service) CreateRoom(ctx context.Context, v *event.RoomVersion, creator 
 	r.smu.Lock()
 	r.row = row
 	r.state = make(map[event.TypeKey]stateItem, len(news))
+	r.joined = 0
 	stored := make([]*storage.StoredEvent, len(news))
 	for i, ne := range news {
 		if tk, ok := ne.Event.TypeKey(); ok {
-			r.state[tk] = stateItem{nid: persisted[i].NID, ev: ne.Event}
+			r.setState(tk, stateItem{nid: persisted[i].NID, ev: ne.Event})
 		}
 		stored[i] = &storage.StoredEvent{NID: persisted[i].NID, StreamPos: ne.StreamPos, Event: ne.Event}
 	}
@@ -630,4 +652,15 @@ func (s *Service) NID(ctx context.Context, roomID string) (int64, error) {
 	r.smu.RLock()
 	defer r.smu.RUnlock()
 	return r.row.NID, nil
+}
+
+// JoinedCount returns how many members are joined (in memory: no query).
+func (s *Service) JoinedCount(ctx context.Context, roomID string) (int, error) {
+	r, err := s.load(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	r.smu.RLock()
+	defer r.smu.RUnlock()
+	return r.joined, nil
 }

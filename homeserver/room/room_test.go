@@ -162,3 +162,27 @@ func BenchmarkSendOneRoom(b *testing.B) {
 		b.Run(fmt.Sprintf("senders=%d", n), func(b *testing.B) { benchmarkSend(b, n) })
 	}
 }
+
+func TestJoinedCountFollowsMembership(t *testing.T) {
+	s, db := newService(t)
+	roomID, users := publicRoom(t, s, 5)
+	if n, _ := s.JoinedCount(context.Background(), roomID); n != 6 {
+		t.Fatalf("joined = %d, want 6", n)
+	}
+	for _, u := range users[:2] {
+		if _, err := s.Send(context.Background(), roomID, Request{Sender: u, Type: event.TypeMember, StateKey: strp(u), Content: json.RawMessage(`{"membership":"leave"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A display name change is still a join: the count does not move.
+	if _, err := s.Send(context.Background(), roomID, Request{Sender: users[2], Type: event.TypeMember, StateKey: strp(users[2]), Content: json.RawMessage(`{"membership":"join","displayname":"x"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.JoinedCount(context.Background(), roomID); n != 4 {
+		t.Fatalf("joined after two leaves = %d, want 4", n)
+	}
+	reloaded := New(db, stream.NewTracker(1000, 0), "example.org", s.key)
+	if n, _ := reloaded.JoinedCount(context.Background(), roomID); n != 4 {
+		t.Fatalf("joined after reload = %d, want 4", n)
+	}
+}

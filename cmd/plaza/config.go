@@ -350,13 +350,19 @@ func settingError(s setting, value string, from origin, problem string) error {
 
 // settingsHelp renders the settings table for `plaza serve --help`.
 func settingsHelp() string {
+	// Columns as wide as their longest entry, so every row lines up.
+	table := settings()
+	keyW, envW := 0, 0
+	for _, s := range table {
+		keyW, envW = max(keyW, len(s.key)), max(envW, len(s.env))
+	}
 	var b strings.Builder
-	for _, s := range settings() {
+	for _, s := range table {
 		def := s.def
 		if def == "" {
 			def = `""`
 		}
-		fmt.Fprintf(&b, "  %-19s %-25s %-15s %s\n", s.key, s.env, def, s.help)
+		fmt.Fprintf(&b, "  %-*s %-*s %-15s %s\n", keyW, s.key, envW, s.env, def, s.help)
 	}
 	return b.String()
 }

@@ -740,25 +740,16 @@ func estimate(s *Snapshot, members map[string]*event.Event) int64 {
 }
 
 // evictLocked drops least recently used rooms until the cache fits, never the
-// room just touched.
+// room just touched nor a room still loading (it holds no counted bytes).
 func (c *Cache) evictLocked(keep *entry) {
-	for c.bytes > c.cfg.MaxBytes {
-		el := c.lru.Back()
-		if el == nil {
-			return
-		}
+	el := c.lru.Back()
+	for c.bytes > c.cfg.MaxBytes && el != nil {
 		victim := el.Value.(*entry)
-		if victim == keep {
-			if c.lru.Len() == 1 {
-				return
-			}
-			c.lru.MoveToFront(el)
+		el = el.Prev()
+		if victim == keep || victim.loading {
 			continue
 		}
-		if victim.loading {
-			return // loads in flight hold no counted bytes yet
-		}
-		c.lru.Remove(el)
+		c.lru.Remove(victim.elem)
 		delete(c.entries, victim.roomID)
 		c.bytes -= victim.snap.bytes
 		close(victim.snap.changed)

@@ -352,6 +352,23 @@ func TestOpenRedirectRefused(t *testing.T) {
 	}
 }
 
+// The demo forge is never offered beside real forges.
+func TestNoDemoWithRealForges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *oauth.Config) { c.Demo = true })
+	if got := strings.Join(e.svc.Providers(), ","); got != "github,gitlab" {
+		t.Fatalf("providers %s", got)
+	}
+	resp, err := http.Get(e.url + "/_plaza/demo-forge/github/login/oauth/authorize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("demo forge served: %d", resp.StatusCode)
+	}
+}
+
 func TestDemoAllowsLocalhost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(c *oauth.Config) { c.GitHub, c.GitLab, c.Demo = nil, nil, true })

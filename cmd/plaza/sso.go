@@ -132,8 +132,8 @@ func newSignIn(cfg Config, demo bool, hs *homeserver.Server, log *slog.Logger) (
 	case len(p) == 0:
 		log.Info("sign-in with GitHub or GitLab is off: set PLAZA_GITHUB_CLIENT_ID/SECRET or PLAZA_GITLAB_CLIENT_ID/SECRET")
 	case oc.GitHub == nil && oc.GitLab == nil:
-		log.Info(fmt.Sprintf("demo: sign in with the \"Demo forge\" (users %s) from any Matrix client, or at %s/_plaza/login/demo",
-			strings.Join(oauth.DemoUsers(), ", "), cfg.PublicURL))
+		log.Info(fmt.Sprintf("demo: any Matrix client at %s can also sign in with the \"Demo forge (not GitHub)\" as %s",
+			cfg.PublicURL, strings.Join(oauth.DemoUsers(), " or ")))
 	default:
 		log.Info("sign-in offered", "providers", strings.Join(p, ","),
 			"callbacks", cfg.PublicURL+"/_plaza/oauth/<provider>/callback")

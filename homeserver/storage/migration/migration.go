@@ -42,6 +42,12 @@ func Apply(ctx context.Context, conn *pgx.Conn, migrations fs.FS, logf func(form
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	// The names table is read and written outside tern's own lock: take one
+	// for the whole run so concurrent starts do not race on it.
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, namesLockKey); err != nil {
+		return fmt.Errorf("migration: locking: %w", err)
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, namesLockKey) }()
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
 		return fmt.Errorf("migration: preparing %s: %w", VersionTable, err)
@@ -101,6 +107,9 @@ func Apply(ctx context.Context, conn *pgx.Conn, migrations fs.FS, logf func(form
 // applied would silently shift which files the count covers; comparing
 // names catches it.
 const NamesTable = "public.schema_migrations"
+
+// namesLockKey is the advisory lock that serialises Apply runs.
+const namesLockKey int64 = 0x706c617a61 // "plaza"
 
 func checkApplied(ctx context.Context, conn *pgx.Conn, names []string) error {
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+NamesTable+` (seq INT PRIMARY KEY, name TEXT NOT NULL)`); err != nil {

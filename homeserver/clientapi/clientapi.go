@@ -108,7 +108,7 @@ func (a *API) versions(w http.ResponseWriter, r *http.Request) {
 	httpapi.Respond(w, http.StatusOK, map[string]any{
 		"versions": []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
 			"v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19"},
-		"unstable_features": map[string]bool{},
+		"unstable_features": map[string]bool{"org.matrix.msc2753": true},
 	})
 }
 

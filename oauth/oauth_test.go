@@ -574,6 +574,17 @@ func TestWebSession(t *testing.T) {
 	if ids, _ := json.Marshal(s["identities"]); string(ids) != `[{"idp":"gitlab","login":"Alice"}]` {
 		t.Fatalf("identities %s", ids)
 	}
+	// Signing in again replaces the session: the old token stops working.
+	old, site := "", &url.URL{Scheme: "http", Host: strings.TrimPrefix(e.url, "http://")}
+	for _, c := range b.jar.Cookies(site) {
+		if c.Name == "plaza_session" {
+			old = c.Value
+		}
+	}
+	b.visit("GET", e.url+"/_plaza/login/github", nil)
+	if _, err := e.hs.DB.WebSession(context.Background(), old, time.Now().UnixMilli()); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("the replaced session still works: %v", err)
+	}
 	resp, err = b.c.Post(e.url+"/_plaza/logout", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -718,3 +729,4 @@ func TestForgeTokenSealed(t *testing.T) {
 		t.Fatalf("no GitLab identity: %v", err)
 	}
 }
+

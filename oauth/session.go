@@ -15,8 +15,14 @@ import (
 // sending it when someone follows a link to Plaza.
 const sessionCookie = "plaza_session"
 
-// startSession signs the browser in to the web site.
+// startSession signs the browser in to the web site, ending the session it
+// had, if any (signing in as someone else replaces it).
 func (s *Service) startSession(w http.ResponseWriter, r *http.Request, userID string) error {
+	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
+		if err := s.hs.DB.DeleteWebSession(r.Context(), c.Value); err != nil {
+			return err
+		}
+	}
 	token := randomToken()
 	expires := s.cfg.Now().Add(s.cfg.SessionLifetime)
 	if err := s.hs.DB.CreateWebSession(r.Context(), token, userID, expires.UnixMilli(), s.nowMS()); err != nil {

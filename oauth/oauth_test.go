@@ -729,4 +729,3 @@ func TestForgeTokenSealed(t *testing.T) {
 		t.Fatalf("no GitLab identity: %v", err)
 	}
 }
-

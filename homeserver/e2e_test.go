@@ -980,3 +980,23 @@ func TestUnreadCountsAcrossRooms(t *testing.T) {
 		t.Fatalf("unread in b after reading b1 = %d, want 2: %s", n, r.Raw)
 	}
 }
+
+// An invite shows once in incremental syncs, not in every later one.
+func TestInviteNotRepeated(t *testing.T) {
+	s := newServer(t)
+	alice, bob := s.register("alice"), s.register("bob")
+	since := bob.sync("", 0).str("next_batch")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"invite": []string{bob.UserID}}).str("room_id")
+	r := bob.sync(since, 5000)
+	if _, ok := r.Body["rooms"].(map[string]any)["invite"].(map[string]any)[roomID]; !ok {
+		t.Fatalf("invite missing: %s", r.Raw)
+	}
+	other := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+other, nil)
+	since = bob.sync(r.str("next_batch"), 0).str("next_batch")
+	alice.send(other, text("hello"))
+	r = bob.sync(since, 5000)
+	if inv := r.Body["rooms"].(map[string]any)["invite"].(map[string]any); len(inv) != 0 {
+		t.Fatalf("the invite came again in a later incremental sync: %s", r.Raw)
+	}
+}

@@ -383,7 +383,10 @@ func (s *Service) compute(ctx context.Context, req *Request) (*Response, error) 
 		pos        int64
 	}
 	changed := map[string]change{}
-	if req.Since > 0 && s.membershipMayHaveChanged(req.UserID, req.Since) {
+	switch {
+	case req.Since > 0 && !s.membershipMayHaveChanged(req.UserID, req.Since):
+		// Nothing: no membership of the user changed in the window.
+	case req.Since > 0:
 		cs, err := s.db.MembershipChanges(ctx, req.UserID, req.Since, req.UpTo)
 		if err != nil {
 			return nil, err
@@ -391,7 +394,7 @@ func (s *Service) compute(ctx context.Context, req *Request) (*Response, error) 
 		for _, c := range cs {
 			changed[c.RoomID] = change{c.Membership, c.StreamPos}
 		}
-	} else {
+	default:
 		for _, m := range []string{"invite", "knock"} {
 			ids, err := s.db.RoomsWithMembership(ctx, req.UserID, m)
 			if err != nil {

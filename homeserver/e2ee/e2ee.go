@@ -39,6 +39,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	gosync "sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -65,6 +66,9 @@ const (
 // Notifier wakes a user's /sync long-polls (sync.Service implements it).
 type Notifier interface {
 	NotifyUser(userID string, pos int64)
+	// UserChanged reports whether anything addressed to the user may have
+	// changed after since.
+	UserChanged(userID string, since int64) bool
 }
 
 // Federation reaches other homeservers' e2ee APIs on behalf of local users.
@@ -104,12 +108,18 @@ type Service struct {
 	tracker  *stream.Tracker
 	notifier Notifier
 	now      func() time.Time
+
+	ackMu       gosync.Mutex
+	awaitingAck map[string]bool // user + "\x00" + device → delivered, not yet acknowledged
 }
+
+// maxAwaitingAck bounds awaitingAck.
+const maxAwaitingAck = 1_000_000
 
 // New returns the service. Register it with the sync service
 // (AddExtension) and mount Routes behind authentication.
 func New(cfg Config, db *storage.DB, tracker *stream.Tracker, notifier Notifier) *Service {
-	return &Service{cfg: cfg, db: db, tracker: tracker, notifier: notifier, now: time.Now}
+	return &Service{cfg: cfg, db: db, tracker: tracker, notifier: notifier, now: time.Now, awaitingAck: map[string]bool{}}
 }
 
 // Routes mounts the endpoints on the authenticated /_matrix/client/v3 router.
@@ -190,9 +200,34 @@ func (s *Service) AddToSync(ctx context.Context, req *sync.Request, resp *sync.R
 		return err
 	}
 
-	msgs, more, err := s.db.ToDeviceInbox(ctx, req.UserID, req.DeviceID, req.Since, req.UpTo, maxToDevicePerSync)
-	if err != nil {
-		return err
+	// A to-device message wakes its recipient with NotifyUser, so when
+	// nothing addressed to the user changed since the token, and the device
+	// has no delivered message waiting for its acknowledgement, the inbox
+	// query has nothing to do.
+	var msgs []storage.ToDeviceMessage
+	var more bool
+	device := req.UserID + "\x00" + req.DeviceID
+	s.ackMu.Lock()
+	awaiting := s.awaitingAck[device]
+	s.ackMu.Unlock()
+	if req.Since == 0 || awaiting || s.notifier.UserChanged(req.UserID, req.Since) {
+		var err error
+		if msgs, more, err = s.db.ToDeviceInbox(ctx, req.UserID, req.DeviceID, req.Since, req.UpTo, maxToDevicePerSync); err != nil {
+			return err
+		}
+		s.ackMu.Lock()
+		if len(msgs) > 0 {
+			if len(s.awaitingAck) >= maxAwaitingAck {
+				// Forgetting costs only queries: an unknown device is
+				// treated as having nothing pending, and the next message
+				// addressed to it runs the query (which acknowledges).
+				clear(s.awaitingAck)
+			}
+			s.awaitingAck[device] = true
+		} else {
+			delete(s.awaitingAck, device)
+		}
+		s.ackMu.Unlock()
 	}
 	events := make([]any, len(msgs))
 	for i, m := range msgs {

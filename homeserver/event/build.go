@@ -76,39 +76,41 @@ func (p *Proto) Build(v *RoomVersion, serverName string, key signing.Key) (*Even
 		return nil, malformed("invalid room_id %q", p.RoomID)
 	}
 
-	// Assemble the canonical object by hand, keys in sorted order, in three
-	// runs around where "hashes" and "signatures" go: without those two the
-	// runs joined are exactly what the content hash covers, so nothing has
-	// to be parsed again.
-	var head, mid, tail []byte
-	head = append(head, `{"auth_events":`...)
-	if head, err = appendStrings(head, p.AuthEvents); err != nil {
+	// Assemble the canonical object by hand, keys in sorted order, in runs
+	// around where "hashes" and "signatures" go and around the two members
+	// redaction changes (content, and the top-level "redacts" of old room
+	// versions, which no redaction algorithm keeps). Joined without hashes
+	// and signatures the runs are what the content hash covers; joined with
+	// the redacted content and without "redacts" they are what the
+	// signature covers. Nothing is parsed again.
+	var prefix, suffix, midA, midR, midB, tail []byte
+	prefix = append(prefix, `{"auth_events":`...)
+	if prefix, err = appendStrings(prefix, p.AuthEvents); err != nil {
 		return nil, err
 	}
-	head = append(head, `,"content":`...)
-	head = append(head, content...)
-	head = append(head, `,"depth":`...)
-	head = strconv.AppendInt(head, p.Depth, 10)
-	mid = append(mid, `,"origin_server_ts":`...)
-	mid = strconv.AppendInt(mid, p.OriginServerTS, 10)
-	mid = append(mid, `,"prev_events":`...)
-	if mid, err = appendStrings(mid, p.PrevEvents); err != nil {
+	prefix = append(prefix, `,"content":`...)
+	suffix = append(suffix, `,"depth":`...)
+	suffix = strconv.AppendInt(suffix, p.Depth, 10)
+	midA = append(midA, `,"origin_server_ts":`...)
+	midA = strconv.AppendInt(midA, p.OriginServerTS, 10)
+	midA = append(midA, `,"prev_events":`...)
+	if midA, err = appendStrings(midA, p.PrevEvents); err != nil {
 		return nil, err
 	}
 	if redacts != "" {
-		mid = append(mid, `,"redacts":`...)
-		if mid, err = appendString(mid, redacts); err != nil {
+		midR = append(midR, `,"redacts":`...)
+		if midR, err = appendString(midR, redacts); err != nil {
 			return nil, err
 		}
 	}
 	if !isV12Create {
-		mid = append(mid, `,"room_id":`...)
-		if mid, err = appendString(mid, p.RoomID); err != nil {
+		midB = append(midB, `,"room_id":`...)
+		if midB, err = appendString(midB, p.RoomID); err != nil {
 			return nil, err
 		}
 	}
-	mid = append(mid, `,"sender":`...)
-	if mid, err = appendString(mid, p.Sender); err != nil {
+	midB = append(midB, `,"sender":`...)
+	if midB, err = appendString(midB, p.Sender); err != nil {
 		return nil, err
 	}
 	if p.StateKey != nil {
@@ -124,21 +126,32 @@ func (p *Proto) Build(v *RoomVersion, serverName string, key signing.Key) (*Even
 	tail = append(tail, '}')
 
 	h := sha256.New()
-	h.Write(head)
-	h.Write(mid)
-	h.Write(tail)
-	hash := encodeBase64(h.Sum(nil))
-	withHash := make([]byte, 0, len(head)+len(mid)+len(tail)+200)
-	withHash = append(withHash, head...)
-	withHash = append(withHash, `,"hashes":{"sha256":"`...)
-	withHash = append(withHash, hash...)
-	withHash = append(withHash, `"}`...)
-	withHash = append(withHash, mid...)
-	withHash = append(withHash, tail...)
-	toSign, err := signable(v, withHash)
-	if err != nil {
-		return nil, err
+	for _, run := range [][]byte{prefix, content, suffix, midA, midR, midB, tail} {
+		h.Write(run)
 	}
+	var sum [sha256.Size]byte
+	hashes := make([]byte, 0, 64)
+	hashes = append(hashes, `,"hashes":{"sha256":"`...)
+	hash := encodeBase64(h.Sum(sum[:0]))
+	hashes = append(hashes, hash...)
+	hashes = append(hashes, `"}`...)
+
+	keys, all := keptContent(v.Redaction, p.Type)
+	redContent := content
+	if !all {
+		if redContent, err = redactContent(content, keys, v.Redaction >= 11 && p.Type == TypeMember); err != nil {
+			return nil, malformed("content: %v", err)
+		}
+	}
+	toSign := make([]byte, 0, len(prefix)+len(redContent)+len(suffix)+len(hashes)+len(midA)+len(midB)+len(tail))
+	for _, run := range [][]byte{prefix, redContent, suffix, hashes, midA, midB, tail} {
+		toSign = append(toSign, run...)
+	}
+	withHash := make([]byte, 0, len(toSign)+len(content)+len(midR)+len(serverName)+len(key.ID)+120)
+	for _, run := range [][]byte{prefix, content, suffix, hashes, midA, midR, midB} {
+		withHash = append(withHash, run...)
+	}
+	withHash = append(withHash, tail...)
 	b := make([]byte, 0, len(withHash)+len(serverName)+len(key.ID)+120)
 	b = append(b, withHash[:len(withHash)-len(tail)]...)
 	b = append(b, `,"signatures":{`...)

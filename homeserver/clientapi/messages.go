@@ -243,14 +243,10 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.InvalidParam("dir must be b or f"))
 		return
 	}
-	limit := 10
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			httpapi.Fail(w, r, httpapi.InvalidParam("limit must be a non-negative integer"))
-			return
-		}
-		limit = min(n, 1000)
+	limit, err := queryLimit(r, 10, 1000)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
 	filter, err := parseFilterParam(r)
 	if err != nil {
@@ -311,12 +307,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 			resp["end"] = StreamToken(last)
 		}
 	}
-	visible := evs[:0]
-	for _, e := range evs {
-		if vis.CanSee(e.StreamPos) {
-			visible = append(visible, e)
-		}
-	}
+	visible := VisibleOnly(vis, evs)
 	chunk, err := a.formatter(r).Format(ctx, visible)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -398,14 +389,10 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	limit := 10
-	if l := r.URL.Query().Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			httpapi.Fail(w, r, httpapi.InvalidParam("limit must be a non-negative integer"))
-			return
-		}
-		limit = min(n, 100)
+	limit, err := queryLimit(r, 10, 100)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
 	filter, err := parseFilterParam(r)
 	if err != nil {
@@ -427,16 +414,7 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	keep := func(in []*storage.StoredEvent) []*storage.StoredEvent {
-		out := in[:0]
-		for _, e := range in {
-			if vis.CanSee(e.StreamPos) {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
-	before, after = keep(before), keep(after)
+	before, after = VisibleOnly(vis, before), VisibleOnly(vis, after)
 	f := a.formatter(r)
 	all := append(append([]*storage.StoredEvent{ev}, before...), after...)
 	formatted, err := f.Format(ctx, all)
@@ -482,14 +460,10 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	limit := 50
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			httpapi.Fail(w, r, httpapi.InvalidParam("limit must be a non-negative integer"))
-			return
-		}
-		limit = min(n, 1000)
+	limit, err := queryLimit(r, 50, 1000)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
 	forwards := q.Get("dir") == "f"
 	var from int64
@@ -504,12 +478,7 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	var visible []*storage.StoredEvent
-	for _, e := range evs {
-		if vis.CanSee(e.StreamPos) {
-			visible = append(visible, e)
-		}
-	}
+	visible := VisibleOnly(vis, evs)
 	chunk, err := a.formatter(r).Format(ctx, visible)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -540,14 +509,10 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	limit := 20
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			httpapi.Fail(w, r, httpapi.InvalidParam("limit must be a non-negative integer"))
-			return
-		}
-		limit = min(n, 100)
+	limit, err := queryLimit(r, 20, 100)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
 	if inc := q.Get("include"); inc != "" && inc != "all" && inc != "participated" {
 		httpapi.Fail(w, r, httpapi.InvalidParam("include must be all or participated"))
@@ -570,12 +535,7 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	var visible []*storage.StoredEvent
-	for _, e := range roots {
-		if vis.CanSee(e.StreamPos) {
-			visible = append(visible, e)
-		}
-	}
+	visible := VisibleOnly(vis, roots)
 	chunk, err := a.formatter(r).Format(ctx, visible)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -626,4 +586,29 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]any{"event_id": ev.Event.ID(), "origin_server_ts": ev.Event.OriginServerTS()})
+}
+
+// queryLimit reads the "limit" query parameter: def when absent, capped at
+// most, M_INVALID_PARAM when not a non-negative integer.
+func queryLimit(r *http.Request, def, most int) (int, error) {
+	l := r.URL.Query().Get("limit")
+	if l == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 0 {
+		return 0, httpapi.InvalidParam("limit must be a non-negative integer")
+	}
+	return min(n, most), nil
+}
+
+// VisibleOnly keeps the events the visibility allows, in order.
+func VisibleOnly(vis *room.Visibility, evs []*storage.StoredEvent) []*storage.StoredEvent {
+	out := make([]*storage.StoredEvent, 0, len(evs))
+	for _, e := range evs {
+		if vis.CanSee(e.StreamPos) {
+			out = append(out, e)
+		}
+	}
+	return out
 }

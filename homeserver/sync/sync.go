@@ -540,12 +540,7 @@ func (s *Service) joinedRoom(ctx context.Context, req *Request, f *clientapi.For
 	if err != nil {
 		return nil, err
 	}
-	visible := evs[:0]
-	for _, e := range evs {
-		if vis.CanSee(e.StreamPos) {
-			visible = append(visible, e)
-		}
-	}
+	visible := clientapi.VisibleOnly(vis, evs)
 	timeline, err := f.Format(ctx, visible)
 	if err != nil {
 		return nil, err
@@ -669,12 +664,7 @@ func (s *Service) leftRoom(ctx context.Context, req *Request, f *clientapi.Forma
 	if err != nil {
 		return nil, err
 	}
-	visible := evs[:0]
-	for _, e := range evs {
-		if vis.CanSee(e.StreamPos) {
-			visible = append(visible, e)
-		}
-	}
+	visible := clientapi.VisibleOnly(vis, evs)
 	tl, err := f.Format(ctx, visible)
 	if err != nil {
 		return nil, err

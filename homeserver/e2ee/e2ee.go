@@ -69,6 +69,9 @@ type Notifier interface {
 	// UserChanged reports whether anything addressed to the user may have
 	// changed after since.
 	UserChanged(userID string, since int64) bool
+	// MembersChanged reports whether a member event may have happened in
+	// the rooms after since.
+	MembersChanged(rooms []string, since int64) bool
 }
 
 // Federation reaches other homeservers' e2ee APIs on behalf of local users.
@@ -240,7 +243,11 @@ func (s *Service) AddToSync(ctx context.Context, req *sync.Request, resp *sync.R
 		}
 	}
 
-	if req.Since > 0 {
+	// Device lists change when someone sharing a room changes keys (announce
+	// wakes every such user with NotifyUser) or when membership in the
+	// user's rooms changes (their own, or others joining and leaving); with
+	// neither since the token there is nothing to compute.
+	if req.Since > 0 && (s.notifier.UserChanged(req.UserID, req.Since) || s.notifier.MembersChanged(req.JoinedRooms, req.Since)) {
 		changed, left, err := s.db.DeviceListChanges(ctx, req.UserID, req.JoinedRooms, req.Since, req.UpTo)
 		if err != nil {
 			return err

@@ -64,6 +64,7 @@ type Service struct {
 	joined     map[string][]string // user → joined rooms, while valid
 	userGen    map[string]uint64   // user → membership changes seen
 	roomLatest map[string]int64    // last stream position of each room's timeline
+	memberPos  map[string]int64    // last stream position of a member event per room
 	userLatest map[string]int64    // last position of something addressed to a user
 }
 
@@ -71,7 +72,8 @@ type Service struct {
 // which rooms and users each new position concerns.
 func New(db *storage.DB, rooms *room.Service, tracker *stream.Tracker) *Service {
 	s := &Service{db: db, rooms: rooms, tracker: tracker, startPos: tracker.UpTo(),
-		joined: map[string][]string{}, userGen: map[string]uint64{}, roomLatest: map[string]int64{}, userLatest: map[string]int64{}}
+		joined: map[string][]string{}, userGen: map[string]uint64{}, roomLatest: map[string]int64{}, memberPos: map[string]int64{},
+		userLatest: map[string]int64{}}
 	rooms.Subscribe(s.onEvents)
 	return s
 }
@@ -105,6 +107,7 @@ func (s *Service) onEvents(n room.Notification) {
 			s.userLatest[u] = max(s.userLatest[u], e.StreamPos)
 			s.userGen[u]++
 			delete(s.joined, u)
+			s.memberPos[n.RoomID] = max(s.memberPos[n.RoomID], e.StreamPos)
 		}
 	}
 }
@@ -143,6 +146,22 @@ func (s *Service) joinedRooms(ctx context.Context, userID string) ([]string, err
 // Extensions use it to skip their queries on the common incremental sync.
 func (s *Service) UserChanged(userID string, since int64) bool {
 	return s.membershipMayHaveChanged(userID, since)
+}
+
+// MembersChanged reports whether any member event may have happened in the
+// rooms after since (always, for positions older than this process).
+func (s *Service) MembersChanged(rooms []string, since int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if since < s.startPos {
+		return true
+	}
+	for _, r := range rooms {
+		if s.memberPos[r] > since {
+			return true
+		}
+	}
+	return false
 }
 
 // membershipMayHaveChanged reports whether the user's memberships may have

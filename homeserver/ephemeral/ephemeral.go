@@ -488,13 +488,22 @@ func (s *Service) unreadCounts(ctx context.Context, req *sync.Request, resp *syn
 		}
 		cur.asOf = req.UpTo
 		if cur.counted < req.UpTo {
-			nid, err := s.rooms.NID(ctx, id)
-			if err != nil {
-				return err
-			}
-			evs, err := s.db.UnreadEvents(ctx, nid, cur.counted, req.UpTo, req.UserID, unreadJudged)
-			if err != nil {
-				return err
+			var evs []*storage.StoredEvent
+			if window, ok := req.Window[id]; ok && cur.counted == req.Since {
+				// The sync already read exactly these events.
+				for _, e := range window {
+					if e.Event.Sender() != req.UserID {
+						evs = append(evs, e)
+					}
+				}
+			} else {
+				nid, err := s.rooms.NID(ctx, id)
+				if err != nil {
+					return err
+				}
+				if evs, err = s.db.UnreadEvents(ctx, nid, cur.counted, req.UpTo, req.UserID, unreadJudged); err != nil {
+					return err
+				}
 			}
 			n, h := judge(id, evs)
 			cur.notify += n

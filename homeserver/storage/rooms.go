@@ -167,6 +167,11 @@ type EventFilter struct {
 	// RelTypes/RelSenders etc. are not indexed; callers filter in memory.
 }
 
+// Empty reports whether the filter lets every event through.
+func (f EventFilter) Empty() bool {
+	return len(f.Types) == 0 && len(f.NotTypes) == 0 && len(f.Senders) == 0 && len(f.NotSenders) == 0 && f.ContainsURL == nil
+}
+
 // likePatterns turns spec type filters (with '*' wildcards) into LIKE patterns.
 func likePatterns(types []string) []string {
 	out := make([]string, len(types))

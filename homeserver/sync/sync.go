@@ -47,6 +47,10 @@ type Request struct {
 	// Rooms the user is joined to, with their timelines' positions in this
 	// response (extensions add per-room data for them).
 	JoinedRooms []string
+	// Window holds, per room, every event of (Since, UpTo] when the
+	// timeline fetched all of them (unfiltered, not limited): extensions
+	// that need those events use them instead of querying again.
+	Window map[string][]*storage.StoredEvent
 }
 
 // Service serves /sync.
@@ -555,6 +559,12 @@ func (s *Service) joinedRoom(ctx context.Context, req *Request, f *clientapi.For
 		evs = evs[:limit]
 	}
 	slices.Reverse(evs)
+	if !limited && !full && tf.Storage().Empty() {
+		if req.Window == nil {
+			req.Window = map[string][]*storage.StoredEvent{}
+		}
+		req.Window[roomID] = evs
+	}
 	vis, err := s.rooms.VisibilityFor(ctx, roomID, req.UserID)
 	if err != nil {
 		return nil, err

@@ -114,6 +114,55 @@ type Service struct {
 
 	ackMu       gosync.Mutex
 	awaitingAck map[string]bool // user + "\x00" + device → delivered, not yet acknowledged
+	otk         map[string]cachedCounts
+	otkGen      uint64
+}
+
+// otkCountsTTL bounds how long a device's key counts are reused. Uploads and
+// claims through this process drop them at once; the TTL covers what this
+// process does not see (a device deleted and recreated under the same ID).
+const otkCountsTTL = time.Second
+
+type cachedCounts struct {
+	counts storage.OTKCounts
+	at     time.Time
+	gen    uint64
+}
+
+// otkCounts returns a device's key counts, cached briefly: every sync of
+// every device needs them.
+func (s *Service) otkCounts(ctx context.Context, userID, deviceID string) (storage.OTKCounts, error) {
+	key := userID + "\x00" + deviceID
+	now := s.now()
+	s.ackMu.Lock()
+	c, ok := s.otk[key]
+	gen := s.otkGen
+	s.ackMu.Unlock()
+	if ok && now.Sub(c.at) < otkCountsTTL {
+		return c.counts, nil
+	}
+	counts, err := s.db.OneTimeKeyCounts(ctx, userID, deviceID)
+	if err != nil {
+		return storage.OTKCounts{}, err
+	}
+	s.ackMu.Lock()
+	if s.otkGen == gen {
+		if len(s.otk) >= maxAwaitingAck {
+			clear(s.otk)
+		}
+		s.otk[key] = cachedCounts{counts: counts, at: now}
+	}
+	s.ackMu.Unlock()
+	return counts, nil
+}
+
+// forgetCounts drops cached key counts after an upload or a claim. Any
+// concurrent load is discarded too (the generation moves on).
+func (s *Service) forgetCounts(userID, deviceID string) {
+	s.ackMu.Lock()
+	defer s.ackMu.Unlock()
+	s.otkGen++
+	delete(s.otk, userID+"\x00"+deviceID)
 }
 
 // maxAwaitingAck bounds awaitingAck.
@@ -122,7 +171,8 @@ const maxAwaitingAck = 1_000_000
 // New returns the service. Register it with the sync service
 // (AddExtension) and mount Routes behind authentication.
 func New(cfg Config, db *storage.DB, tracker *stream.Tracker, notifier Notifier) *Service {
-	return &Service{cfg: cfg, db: db, tracker: tracker, notifier: notifier, now: time.Now, awaitingAck: map[string]bool{}}
+	return &Service{cfg: cfg, db: db, tracker: tracker, notifier: notifier, now: time.Now, awaitingAck: map[string]bool{},
+		otk: map[string]cachedCounts{}}
 }
 
 // Routes mounts the endpoints on the authenticated /_matrix/client/v3 router.
@@ -257,7 +307,7 @@ func (s *Service) AddToSync(ctx context.Context, req *sync.Request, resp *sync.R
 		}
 	}
 
-	counts, err := s.db.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID)
+	counts, err := s.otkCounts(ctx, req.UserID, req.DeviceID)
 	if err != nil {
 		return err
 	}

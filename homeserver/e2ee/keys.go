@@ -67,6 +67,7 @@ func (s *Service) uploadKeys(w http.ResponseWriter, r *http.Request) {
 		defer s.tracker.Complete(pos)
 	}
 	counts, changed, err := s.db.UploadKeys(ctx, up, pos)
+	s.forgetCounts(up.UserID, up.DeviceID)
 	if errors.Is(err, storage.ErrKeyConflict) {
 		httpapi.Fail(w, r, httpapi.InvalidParam("%v", err))
 		return
@@ -390,6 +391,9 @@ func (s *Service) claimKeys(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
+	}
+	for _, k := range claimed {
+		s.forgetCounts(k.UserID, k.DeviceID)
 	}
 	keys := map[string]map[string]map[string]json.RawMessage{}
 	for _, k := range claimed {

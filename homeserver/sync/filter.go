@@ -64,10 +64,38 @@ func parseFilter(data []byte) (*Filter, error) {
 
 // loadFilter resolves the sync filter parameter: a stored filter ID or an
 // inline JSON definition.
+//
+// Parsed filters are cached by user and parameter: clients send the same one
+// with every sync, and stored filters never change. Cached filters are
+// shared and must not be modified.
 func (s *Service) loadFilter(ctx context.Context, userID, param string) (*Filter, error) {
 	if param == "" {
 		return &Filter{}, nil
 	}
+	key := userID + "\x00" + param
+	s.mu.Lock()
+	f, ok := s.filters[key]
+	s.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	f, err := s.parseFilterParam(ctx, userID, param)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if len(s.filters) >= maxCachedFilters {
+		clear(s.filters)
+	}
+	s.filters[key] = f
+	s.mu.Unlock()
+	return f, nil
+}
+
+// maxCachedFilters bounds the parsed-filter cache; past it, it starts over.
+const maxCachedFilters = 100_000
+
+func (s *Service) parseFilterParam(ctx context.Context, userID, param string) (*Filter, error) {
 	if strings.HasPrefix(param, "{") {
 		return parseFilter([]byte(param))
 	}

@@ -69,6 +69,7 @@ type Service struct {
 	userGen    map[string]uint64   // user → membership changes seen
 	roomLatest map[string]int64    // last stream position of each room's timeline
 	memberPos  map[string]int64    // last stream position of a member event per room
+	filters    map[string]*Filter  // parsed filters by user and parameter
 	userLatest map[string]int64    // last position of something addressed to a user
 }
 
@@ -76,7 +77,7 @@ type Service struct {
 // which rooms and users each new position concerns.
 func New(db *storage.DB, rooms *room.Service, tracker *stream.Tracker) *Service {
 	s := &Service{db: db, rooms: rooms, tracker: tracker, startPos: tracker.UpTo(),
-		joined: map[string][]string{}, userGen: map[string]uint64{}, roomLatest: map[string]int64{}, memberPos: map[string]int64{},
+		joined: map[string][]string{}, userGen: map[string]uint64{}, roomLatest: map[string]int64{}, memberPos: map[string]int64{}, filters: map[string]*Filter{},
 		userLatest: map[string]int64{}}
 	rooms.Subscribe(s.onEvents)
 	return s

@@ -116,6 +116,9 @@ type Service struct {
 	awaitingAck map[string]bool // user + "\x00" + device → delivered, not yet acknowledged
 	otk         map[string]cachedCounts
 	otkGen      uint64
+
+	seenDeviceChanges int64 // storage's device-change count when the queue was last read
+	pendingLooked     bool
 }
 
 // otkCountsTTL bounds how long a device's key counts are reused. Uploads and
@@ -217,6 +220,17 @@ func (s *Service) announce(ctx context.Context, userID string, pos int64) {
 // announcePending turns device deletions and renames queued by the database
 // into device-list changes (see the package comment).
 func (s *Service) announcePending(ctx context.Context) error {
+	// Every sync calls this, but the queue only fills when a device is
+	// deleted or renamed; storage counts those, so the query runs only when
+	// the count moved (and once after start, for what an earlier run left).
+	changes := s.db.DeviceChanges()
+	s.ackMu.Lock()
+	if s.seenDeviceChanges == changes && s.pendingLooked {
+		s.ackMu.Unlock()
+		return nil
+	}
+	s.seenDeviceChanges, s.pendingLooked = changes, true
+	s.ackMu.Unlock()
 	pending, err := s.db.HasPendingDeviceChanges(ctx)
 	if err != nil || !pending {
 		return err

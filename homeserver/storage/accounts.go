@@ -75,6 +75,7 @@ func (db *DB) SetPassword(ctx context.Context, userID, hash string) error {
 // Deactivate marks an account deactivated and removes its password, devices
 // and tokens.
 func (db *DB) Deactivate(ctx context.Context, userID string) error {
+	defer db.deviceChanges.Add(1)
 	return db.InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE accounts SET deactivated = true, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
 			return err
@@ -182,6 +183,7 @@ func (db *DB) Refresh(ctx context.Context, refreshToken, newAccess, newRefresh s
 // DeleteDevices removes devices and their tokens; with no device IDs, all of
 // the user's devices.
 func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
+	defer db.deviceChanges.Add(1)
 	if deviceIDs == nil {
 		_, err := db.Pool.Exec(ctx, `DELETE FROM devices WHERE user_id = $1`, userID)
 		return err
@@ -192,6 +194,7 @@ func (db *DB) DeleteDevices(ctx context.Context, userID string, deviceIDs []stri
 
 // DeleteOtherSessions removes every device of the user but one (password change).
 func (db *DB) DeleteOtherSessions(ctx context.Context, userID, keepDevice string) error {
+	defer db.deviceChanges.Add(1)
 	_, err := db.Pool.Exec(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id <> $2`, userID, keepDevice)
 	return err
 }
@@ -212,6 +215,7 @@ func (db *DB) Devices(ctx context.Context, userID string) ([]Device, error) {
 
 // RenameDevice sets a device's display name; ErrNotFound if it does not exist.
 func (db *DB) RenameDevice(ctx context.Context, userID, deviceID, name string) error {
+	defer db.deviceChanges.Add(1)
 	tag, err := db.Pool.Exec(ctx, `UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2`, userID, deviceID, name)
 	if err == nil && tag.RowsAffected() == 0 {
 		return ErrNotFound
@@ -290,3 +294,8 @@ func (db *DB) SearchUsers(ctx context.Context, searcher, term string, limit int)
 		return a, err
 	})
 }
+
+// DeviceChanges counts device deletions and renames made through this
+// process: readers of the queue the database fills on those (package e2ee)
+// skip looking at it while the count has not moved.
+func (db *DB) DeviceChanges() int64 { return db.deviceChanges.Load() }

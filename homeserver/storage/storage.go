@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,8 +35,9 @@ var ErrNotFound = errors.New("not found")
 
 // DB is the homeserver's database.
 type DB struct {
-	Pool   *pgxpool.Pool
-	events *eventCache
+	Pool          *pgxpool.Pool
+	events        *eventCache
+	deviceChanges atomic.Int64
 }
 
 // Open connects to PostgreSQL and applies pending migrations.

@@ -253,17 +253,9 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	vis, err := a.rooms.VisibilityFor(ctx, roomID, rq.UserID)
-	if errors.Is(err, storage.ErrNotFound) {
-		httpapi.Fail(w, r, httpapi.NotFound("room not found"))
-		return
-	}
+	vis, err := a.readableRoom(ctx, roomID, rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
-		return
-	}
-	if vis.Member() == "" && !vis.WorldReadable() {
-		httpapi.Fail(w, r, httpapi.Forbidden("you are not a member of this room"))
 		return
 	}
 	nid, err := a.db.RoomNID(ctx, roomID)
@@ -495,17 +487,9 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
 	roomID := httpapi.PathParam(r, "roomID")
-	vis, err := a.rooms.VisibilityFor(ctx, roomID, rq.UserID)
-	if errors.Is(err, storage.ErrNotFound) {
-		httpapi.Fail(w, r, httpapi.NotFound("room not found"))
-		return
-	}
+	vis, err := a.readableRoom(ctx, roomID, rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
-		return
-	}
-	if vis.Member() == "" && !vis.WorldReadable() {
-		httpapi.Fail(w, r, httpapi.Forbidden("you are not a member of this room"))
 		return
 	}
 	q := r.URL.Query()
@@ -562,11 +546,7 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.InvalidParam("dir must be f or b"))
 		return
 	}
-	vis, err := a.rooms.VisibilityFor(ctx, roomID, requester(r).UserID)
-	if errors.Is(err, storage.ErrNotFound) {
-		httpapi.Fail(w, r, httpapi.NotFound("room not found"))
-		return
-	}
+	vis, err := a.readableRoom(ctx, roomID, requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -611,4 +591,20 @@ func VisibleOnly(vis *room.Visibility, evs []*storage.StoredEvent) []*storage.St
 		}
 	}
 	return out
+}
+
+// readableRoom prepares visibility checks for a room the user may read at
+// all: a member (current or former) or anyone in a world-readable room.
+func (a *API) readableRoom(ctx context.Context, roomID, userID string) (*room.Visibility, error) {
+	vis, err := a.rooms.VisibilityFor(ctx, roomID, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, httpapi.NotFound("room not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if vis.Member() == "" && !vis.WorldReadable() {
+		return nil, httpapi.Forbidden("you are not a member of this room")
+	}
+	return vis, nil
 }

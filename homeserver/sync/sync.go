@@ -540,45 +540,24 @@ func (s *Service) compute(ctx context.Context, req *Request) (*Response, error) 
 
 func (s *Service) joinedRoom(ctx context.Context, req *Request, f *clientapi.Formatter, roomID string, nid int64, full bool) (*JoinedRoom, error) {
 	tf := req.Filter.Room.Timeline
-	limit := tf.Limit
-	if limit <= 0 {
-		limit = 10
-	}
 	jr := &JoinedRoom{Summary: map[string]any{}, UnreadNotifications: map[string]int{"notification_count": 0, "highlight_count": 0}}
 	jr.Ephemeral.Events, jr.AccountData.Events = []any{}, []any{}
 	from := req.Since
 	if full {
 		from = 0
 	}
-	// Newest first, one more than the limit to know whether it is limited.
-	evs, err := s.db.RoomEvents(ctx, nid, req.UpTo, from, true, limit+1, tf.Storage())
+	tl, evs, limited, err := s.timeline(ctx, req, f, roomID, nid, from, req.UpTo)
 	if err != nil {
 		return nil, err
 	}
-	limited := len(evs) > limit
-	if limited {
-		evs = evs[:limit]
-	}
-	slices.Reverse(evs)
 	if !limited && !full && tf.Storage().Empty() {
 		if req.Window == nil {
 			req.Window = map[string][]*storage.StoredEvent{}
 		}
 		req.Window[roomID] = evs
 	}
-	vis, err := s.rooms.VisibilityFor(ctx, roomID, req.UserID)
-	if err != nil {
-		return nil, err
-	}
-	visible := clientapi.VisibleOnly(vis, evs)
-	timeline, err := f.Format(ctx, visible)
-	if err != nil {
-		return nil, err
-	}
-	jr.Timeline = Timeline{Events: timeline, Limited: limited}
-	if len(evs) > 0 {
-		jr.Timeline.PrevBatch = clientapi.StreamToken(evs[0].StreamPos - 1)
-	} else {
+	jr.Timeline = tl
+	if len(evs) == 0 {
 		jr.Timeline.PrevBatch = clientapi.StreamToken(req.UpTo)
 	}
 
@@ -677,13 +656,25 @@ func (s *Service) leftRoom(ctx context.Context, req *Request, f *clientapi.Forma
 	if leavePos > 0 {
 		upto = leavePos
 	}
-	limit := req.Filter.Room.Timeline.Limit
+	if lr.Timeline, _, _, err = s.timeline(ctx, req, f, roomID, nid, req.Since, upto); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}
+
+// timeline reads the newest events of a room's window (from, upto] up to
+// the filter's limit and renders those the user may see, oldest first. It
+// also returns all the events read and whether the window held more.
+func (s *Service) timeline(ctx context.Context, req *Request, f *clientapi.Formatter, roomID string, nid, from, upto int64) (Timeline, []*storage.StoredEvent, bool, error) {
+	tf := req.Filter.Room.Timeline
+	limit := tf.Limit
 	if limit <= 0 {
 		limit = 10
 	}
-	evs, err := s.db.RoomEvents(ctx, nid, upto, req.Since, true, limit+1, req.Filter.Room.Timeline.Storage())
+	// Newest first, one more than the limit to know whether it is limited.
+	evs, err := s.db.RoomEvents(ctx, nid, upto, from, true, limit+1, tf.Storage())
 	if err != nil {
-		return nil, err
+		return Timeline{}, nil, false, err
 	}
 	limited := len(evs) > limit
 	if limited {
@@ -692,18 +683,17 @@ func (s *Service) leftRoom(ctx context.Context, req *Request, f *clientapi.Forma
 	slices.Reverse(evs)
 	vis, err := s.rooms.VisibilityFor(ctx, roomID, req.UserID)
 	if err != nil {
-		return nil, err
+		return Timeline{}, nil, false, err
 	}
-	visible := clientapi.VisibleOnly(vis, evs)
-	tl, err := f.Format(ctx, visible)
+	rendered, err := f.Format(ctx, clientapi.VisibleOnly(vis, evs))
 	if err != nil {
-		return nil, err
+		return Timeline{}, nil, false, err
 	}
-	lr.Timeline = Timeline{Events: tl, Limited: limited}
+	tl := Timeline{Events: rendered, Limited: limited}
 	if len(evs) > 0 {
-		lr.Timeline.PrevBatch = clientapi.StreamToken(evs[0].StreamPos - 1)
+		tl.PrevBatch = clientapi.StreamToken(evs[0].StreamPos - 1)
 	}
-	return lr, nil
+	return tl, evs, limited, nil
 }
 
 // strippedState is the stripped state shown with invites and knocks.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -199,6 +200,9 @@ type Persisted struct {
 // each event's state before is the state after the previous one. That is how
 // the room's writer builds local events.
 func (db *DB) PersistEvents(ctx context.Context, room *Room, batch []NewEvent, chainLen int, extremities []string) ([]Persisted, error) {
+	if room.NID != 0 && !slices.ContainsFunc(batch, func(ne NewEvent) bool { return ne.Event.IsState() }) {
+		return db.persistMessages(ctx, room, batch, chainLen, extremities)
+	}
 	out := make([]Persisted, len(batch))
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
 		if room.NID == 0 {
@@ -314,6 +318,38 @@ func (db *DB) PersistEvents(ctx context.Context, room *Room, batch []NewEvent, c
 	}
 	room.Extremities = extremities
 	room.StateGroup = out[len(out)-1].StateAfter
+	return out, nil
+}
+
+// persistMessages writes a batch without state events in one round trip:
+// the statements go as one pipeline ending in a single Sync, which
+// PostgreSQL runs as one implicit transaction — all of it or none.
+func (db *DB) persistMessages(ctx context.Context, room *Room, batch []NewEvent, chainLen int, extremities []string) ([]Persisted, error) {
+	out := make([]Persisted, len(batch))
+	pipe := &pgx.Batch{}
+	for _, ne := range batch {
+		ev := ne.Event
+		relType, relatesTo, threadRoot := relationOf(ev)
+		pipe.Queue(insertEventSQL, ev.ID(), room.NID, ne.StreamPos, ev.Depth(), ev.Type(), ev.StateKey(), ev.Sender(), ev.OriginServerTS(), ev.JSON(),
+			room.StateGroup, ne.Rejected, ne.SoftFailed, relType, relatesTo, threadRoot, ne.TxnDevice, ne.TxnID, ev.PrevEventIDs(), ne.ApplyRedaction, ev.Redacts())
+	}
+	pipe.Queue(`UPDATE rooms SET extremities = $2 WHERE room_nid = $1`, room.NID, extremities)
+	br := db.Pool.SendBatch(ctx, pipe)
+	for i := range batch {
+		out[i] = Persisted{StateAfter: room.StateGroup, ChainLen: chainLen}
+		if err := br.QueryRow().Scan(&out[i].NID); err != nil {
+			br.Close()
+			return nil, fmt.Errorf("inserting event %s: %w", batch[i].Event.ID(), err)
+		}
+	}
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, fmt.Errorf("updating room %s: %w", room.RoomID, err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	room.Extremities = extremities
 	return out, nil
 }
 

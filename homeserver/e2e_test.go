@@ -1000,3 +1000,29 @@ func TestInviteNotRepeated(t *testing.T) {
 		t.Fatalf("the invite came again in a later incremental sync: %s", r.Raw)
 	}
 }
+
+// State events carry what they replaced, so clients can tell a display name
+// change from a join.
+func TestPrevContent(t *testing.T) {
+	s := newServer(t)
+	alice := s.register("alice")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"name": "First"}).str("room_id")
+	since := alice.sync("", 0).str("next_batch")
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.name", map[string]any{"name": "Second"})
+	alice.must("PUT", "/_matrix/client/v3/profile/"+alice.UserID+"/displayname", map[string]any{"displayname": "Alice L."})
+	r := alice.sync(since, 5000)
+	var sawName, sawMember bool
+	for _, e := range timeline(r, roomID) {
+		u, _ := e["unsigned"].(map[string]any)
+		prev, _ := u["prev_content"].(map[string]any)
+		switch e["type"] {
+		case "m.room.name":
+			sawName = prev["name"] == "First" && u["replaces_state"] != nil
+		case "m.room.member":
+			sawMember = prev["membership"] == "join" && prev["displayname"] != "Alice L."
+		}
+	}
+	if !sawName || !sawMember {
+		t.Fatalf("prev_content missing (name %v, member %v): %s", sawName, sawMember, r.Raw)
+	}
+}

@@ -171,20 +171,25 @@ type Formatter struct {
 
 // Format renders events in client format.
 func (f *Formatter) Format(ctx context.Context, evs []*storage.StoredEvent) ([]event.ClientEvent, error) {
-	var redactionIDs []string
+	// The redactions and replaced state events the client format points
+	// to, loaded in one query.
+	var related []string
 	for _, e := range evs {
 		if e.RedactedBy != "" {
-			redactionIDs = append(redactionIDs, e.RedactedBy)
+			related = append(related, e.RedactedBy)
+		}
+		if e.ReplacesState != "" {
+			related = append(related, e.ReplacesState)
 		}
 	}
-	redactions := map[string]*storage.StoredEvent{}
-	if len(redactionIDs) > 0 {
-		rs, err := f.DB.EventsByID(ctx, redactionIDs)
+	byID := map[string]*storage.StoredEvent{}
+	if len(related) > 0 {
+		rs, err := f.DB.EventsByID(ctx, related)
 		if err != nil {
 			return nil, err
 		}
 		for _, r := range rs {
-			redactions[r.Event.ID()] = r
+			byID[r.Event.ID()] = r
 		}
 	}
 	out := make([]event.ClientEvent, 0, len(evs))
@@ -195,13 +200,26 @@ func (f *Formatter) Format(ctx context.Context, evs []*storage.StoredEvent) ([]e
 			if red, err := ev.Redact(); err == nil {
 				ev = red
 			}
-			if r := redactions[e.RedactedBy]; r != nil {
+			if r := byID[e.RedactedBy]; r != nil {
 				rc := r.Event.Client()
 				unsigned["redacted_because"] = rc
 			}
 		}
 		if e.TxnID != "" && ev.Sender() == f.UserID && e.TxnDevice == f.DeviceID {
 			unsigned["transaction_id"] = e.TxnID
+		}
+		if e.ReplacesState != "" {
+			unsigned["replaces_state"] = e.ReplacesState
+			if prev := byID[e.ReplacesState]; prev != nil {
+				content := prev.Event.Content()
+				if prev.RedactedBy != "" {
+					if red, err := prev.Event.Redact(); err == nil {
+						content = red.Content()
+					}
+				}
+				unsigned["prev_content"] = json.RawMessage(content)
+				unsigned["prev_sender"] = prev.Event.Sender()
+			}
 		}
 		ce := ev.Client()
 		ce.Unsigned = unsigned

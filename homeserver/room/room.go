@@ -353,6 +353,11 @@ func (s *Service) writeBatch(r *roomEntry, batch []*pending) {
 			continue
 		}
 		ne := storage.NewEvent{Event: ev, TxnDevice: p.req.TxnDevice, TxnID: p.req.TxnID}
+		if tk, ok := ev.TypeKey(); ok {
+			if old := ov.get(tk.Type, tk.StateKey); old != nil {
+				ne.ReplacesState = old.ID()
+			}
+		}
 		if ev.Type() == event.TypeRedaction && ev.Redacts() != "" {
 			apply, err := s.redactionAllowed(ev, ov)
 			if err != nil {
@@ -401,7 +406,8 @@ func (s *Service) writeBatch(r *roomEntry, batch []*pending) {
 		if tk, ok := ne.Event.TypeKey(); ok {
 			r.setState(tk, stateItem{nid: persisted[i].NID, ev: ne.Event})
 		}
-		stored[i] = &storage.StoredEvent{NID: persisted[i].NID, StreamPos: ne.StreamPos, Event: ne.Event, TxnDevice: ne.TxnDevice, TxnID: ne.TxnID}
+		stored[i] = &storage.StoredEvent{NID: persisted[i].NID, StreamPos: ne.StreamPos, Event: ne.Event, TxnDevice: ne.TxnDevice, TxnID: ne.TxnID,
+			ReplacesState: ne.ReplacesState}
 	}
 	r.extremities = prev
 	r.chainLen = persisted[len(persisted)-1].ChainLen
@@ -459,6 +465,11 @@ func (s *Service) CreateRoom(ctx context.Context, v *event.RoomVersion, creator 
 		}
 		ne := storage.NewEvent{Event: ev}
 		if tk, ok := ev.TypeKey(); ok {
+			if old := ov.get(tk.Type, tk.StateKey); old != nil {
+				ne.ReplacesState = old.ID()
+			}
+		}
+		if tk, ok := ev.TypeKey(); ok {
 			ov.added[tk] = ev
 			if ev.Type() == event.TypeMember {
 				ne.Membership = MembershipOf(ev)
@@ -488,7 +499,7 @@ func (s *Service) CreateRoom(ctx context.Context, v *event.RoomVersion, creator 
 		if tk, ok := ne.Event.TypeKey(); ok {
 			r.setState(tk, stateItem{nid: persisted[i].NID, ev: ne.Event})
 		}
-		stored[i] = &storage.StoredEvent{NID: persisted[i].NID, StreamPos: ne.StreamPos, Event: ne.Event}
+		stored[i] = &storage.StoredEvent{NID: persisted[i].NID, StreamPos: ne.StreamPos, Event: ne.Event, ReplacesState: ne.ReplacesState}
 	}
 	r.extremities = prev
 	r.chainLen = persisted[len(persisted)-1].ChainLen

@@ -32,6 +32,8 @@ type StoredEvent struct {
 	RedactedBy string
 	TxnDevice  string
 	TxnID      string
+	// ReplacesState is the state event this one replaced ("" if none).
+	ReplacesState string
 }
 
 // StateEntry is one (type, state_key) → event of a room state.
@@ -63,7 +65,7 @@ func (db *DB) Room(ctx context.Context, roomID string) (*Room, error) {
 }
 
 const eventColumns = `e.event_nid, COALESCE(e.stream_pos, 0), e.event_id, e.json, r.version, e.rejected, e.soft_failed,
-	COALESCE(e.redacted_by, ''), COALESCE(e.txn_device, ''), COALESCE(e.txn_id, '')`
+	COALESCE(e.redacted_by, ''), COALESCE(e.txn_device, ''), COALESCE(e.txn_id, ''), COALESCE(e.replaces_state, '')`
 
 func (db *DB) scanEvents(rows pgx.Rows) ([]*StoredEvent, error) {
 	defer rows.Close()
@@ -73,7 +75,7 @@ func (db *DB) scanEvents(rows pgx.Rows) ([]*StoredEvent, error) {
 		var eventID, version string
 		var js []byte
 		if err := rows.Scan(&se.NID, &se.StreamPos, &eventID, &js, &version, &se.Rejected, &se.SoftFailed,
-			&se.RedactedBy, &se.TxnDevice, &se.TxnID); err != nil {
+			&se.RedactedBy, &se.TxnDevice, &se.TxnID, &se.ReplacesState); err != nil {
 			return nil, err
 		}
 		if se.Event = db.events.get(se.NID); se.Event == nil {
@@ -181,6 +183,8 @@ type NewEvent struct {
 	// ApplyRedaction, for an m.room.redaction the writer found allowed,
 	// marks its target redacted in the same transaction.
 	ApplyRedaction bool
+	// ReplacesState is the ID of the state event this one replaced.
+	ReplacesState string
 }
 
 // Persisted is what PersistEvents decided for one event.
@@ -237,7 +241,7 @@ func (db *DB) PersistEvents(ctx context.Context, room *Room, batch []NewEvent, c
 			ev := ne.Event
 			relType, relatesTo, threadRoot := relationOf(ev)
 			args := []any{ev.ID(), room.NID, ne.StreamPos, ev.Depth(), ev.Type(), ev.StateKey(), ev.Sender(), ev.OriginServerTS(), ev.JSON(),
-				group, ne.Rejected, ne.SoftFailed, relType, relatesTo, threadRoot, ne.TxnDevice, ne.TxnID, ev.PrevEventIDs(), ne.ApplyRedaction, ev.Redacts()}
+				group, ne.Rejected, ne.SoftFailed, relType, relatesTo, threadRoot, ne.TxnDevice, ne.TxnID, ev.PrevEventIDs(), ne.ApplyRedaction, ev.Redacts(), ne.ReplacesState}
 			if !ev.IsState() || ne.Rejected || ne.SoftFailed {
 				pipe.Queue(insertEventSQL, args...)
 				pending = append(pending, i)
@@ -331,7 +335,7 @@ func (db *DB) persistMessages(ctx context.Context, room *Room, batch []NewEvent,
 		ev := ne.Event
 		relType, relatesTo, threadRoot := relationOf(ev)
 		pipe.Queue(insertEventSQL, ev.ID(), room.NID, ne.StreamPos, ev.Depth(), ev.Type(), ev.StateKey(), ev.Sender(), ev.OriginServerTS(), ev.JSON(),
-			room.StateGroup, ne.Rejected, ne.SoftFailed, relType, relatesTo, threadRoot, ne.TxnDevice, ne.TxnID, ev.PrevEventIDs(), ne.ApplyRedaction, ev.Redacts())
+			room.StateGroup, ne.Rejected, ne.SoftFailed, relType, relatesTo, threadRoot, ne.TxnDevice, ne.TxnID, ev.PrevEventIDs(), ne.ApplyRedaction, ev.Redacts(), ne.ReplacesState)
 	}
 	pipe.Queue(`UPDATE rooms SET extremities = $2 WHERE room_nid = $1`, room.NID, extremities)
 	br := db.Pool.SendBatch(ctx, pipe)
@@ -358,9 +362,9 @@ func (db *DB) persistMessages(ctx context.Context, room *Room, batch []NewEvent,
 const insertEventSQL = `
 	WITH ins AS (
 		INSERT INTO events (event_id, room_nid, stream_pos, depth, type, state_key, sender, origin_ts, json,
-			state_before, rejected, soft_failed, rel_type, relates_to, thread_root, txn_device, txn_id)
+			state_before, rejected, soft_failed, rel_type, relates_to, thread_root, txn_device, txn_id, replaces_state)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, 0), $11, $12, NULLIF($13, ''), NULLIF($14, ''),
-			NULLIF($15, ''), NULLIF($16, ''), NULLIF($17, ''))
+			NULLIF($15, ''), NULLIF($16, ''), NULLIF($17, ''), NULLIF($21, ''))
 		RETURNING event_nid
 	), edges AS (
 		INSERT INTO event_edges (event_nid, prev_event_id)

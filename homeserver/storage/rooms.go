@@ -96,19 +96,7 @@ func (db *DB) MembershipChanges(ctx context.Context, userID string, from, to int
 	})
 }
 
-// MembershipAt returns a user's membership in a room as of a stream position
-// ("" if none), from the membership log.
-func (db *DB) MembershipAt(ctx context.Context, roomNID int64, userID string, pos int64) (string, error) {
-	var m string
-	err := db.Pool.QueryRow(ctx, `SELECT membership FROM membership_log WHERE user_id = $1 AND room_nid = $2 AND stream_pos <= $3
-		ORDER BY stream_pos DESC LIMIT 1`, userID, roomNID, pos).Scan(&m)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil
-	}
-	return m, err
-}
-
-// MembershipIntervals returns a user's membership history in a room, in
+// MembershipHistory returns a user's membership history in a room, in
 // stream order, for visibility checks over a range of events.
 func (db *DB) MembershipHistory(ctx context.Context, roomNID int64, userID string) ([]MembershipChange, error) {
 	rows, err := db.Pool.Query(ctx, `SELECT stream_pos, '', membership, event_nid FROM membership_log
@@ -135,23 +123,7 @@ func (db *DB) HistoryVisibilityChanges(ctx context.Context, roomNID int64) ([]*S
 	return db.scanEvents(rows)
 }
 
-// Members returns a room's current member events' NIDs with their
-// membership, optionally filtered.
-func (db *DB) MemberNIDs(ctx context.Context, roomNID int64, memberships []string) ([]int64, error) {
-	q := `SELECT event_nid FROM current_state WHERE room_nid = $1 AND type = 'm.room.member'`
-	args := []any{roomNID}
-	if len(memberships) > 0 {
-		q += ` AND membership = ANY($2)`
-		args = append(args, memberships)
-	}
-	rows, err := db.Pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[int64])
-}
-
-// JoinedCount returns the number of joined and invited members.
+// MemberCounts returns the number of joined and invited members.
 func (db *DB) MemberCounts(ctx context.Context, roomNID int64) (joined, invited int, err error) {
 	err = db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE membership = 'join'), count(*) FILTER (WHERE membership = 'invite')
 		FROM current_state WHERE room_nid = $1 AND type = 'm.room.member'`, roomNID).Scan(&joined, &invited)
@@ -357,25 +329,6 @@ func (db *DB) ThreadRoots(ctx context.Context, roomNID int64, before int64, limi
 // SetRedactedBy records that a redaction applies to an event.
 func (db *DB) SetRedactedBy(ctx context.Context, eventID, redactionID string) error {
 	_, err := db.Pool.Exec(ctx, `UPDATE events SET redacted_by = $2 WHERE event_id = $1 AND redacted_by IS NULL`, eventID, redactionID)
-	return err
-}
-
-// TxnResult returns the stored response of an earlier request with the same
-// transaction ID, or ErrNotFound.
-func (db *DB) TxnResult(ctx context.Context, userID, deviceID, endpoint, txnID string) ([]byte, error) {
-	var resp []byte
-	err := db.Pool.QueryRow(ctx, `SELECT response FROM transactions WHERE user_id = $1 AND device_id = $2 AND endpoint = $3 AND txn_id = $4`,
-		userID, deviceID, endpoint, txnID).Scan(&resp)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	return resp, err
-}
-
-// SaveTxnResult stores a transaction's response.
-func (db *DB) SaveTxnResult(ctx context.Context, userID, deviceID, endpoint, txnID string, resp []byte, nowMS int64) error {
-	_, err := db.Pool.Exec(ctx, `INSERT INTO transactions (user_id, device_id, endpoint, txn_id, response, created_ts) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT DO NOTHING`, userID, deviceID, endpoint, txnID, resp, nowMS)
 	return err
 }
 

@@ -107,9 +107,7 @@ func versionedPath(p string) (string, bool) {
 	default:
 		return "", false
 	}
-	if strings.HasPrefix(rest, "unstable/") {
-		rest = strings.TrimPrefix(rest, "unstable/")
-	}
+	rest = strings.TrimPrefix(rest, "unstable/")
 	i := strings.IndexByte(rest, '/')
 	if i < 0 {
 		// /versions and the like: no version segment, nothing to guard.

@@ -129,7 +129,6 @@ const otkCountsTTL = time.Second
 type cachedCounts struct {
 	counts storage.OTKCounts
 	at     time.Time
-	gen    uint64
 }
 
 // otkCounts returns a device's key counts, cached briefly: every sync of

@@ -342,16 +342,25 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, roomID string) {
 			return
 		}
 	}
-	content := map[string]any{"membership": "join"}
-	if req.Reason != "" {
-		content["reason"] = req.Reason
-	}
-	a.profileContent(ctx, rq.UserID, content)
-	if _, err := a.rooms.Send(ctx, roomID, room.Request{Sender: rq.UserID, Type: event.TypeMember, StateKey: &rq.UserID, Content: mustJSON(content)}); err != nil {
-		httpapi.Fail(w, r, roomErr(err))
+	if err := a.sendOwnMembership(ctx, roomID, rq.UserID, "join", req.Reason); err != nil {
+		httpapi.Fail(w, r, err)
 		return
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]string{"room_id": roomID})
+}
+
+// sendOwnMembership changes the user's own membership (join, knock or
+// leave). Joins and knocks carry the user's display name and avatar.
+func (a *API) sendOwnMembership(ctx context.Context, roomID, userID, membership, reason string) error {
+	content := map[string]any{"membership": membership}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	if membership != "leave" {
+		a.profileContent(ctx, userID, content)
+	}
+	_, err := a.rooms.Send(ctx, roomID, room.Request{Sender: userID, Type: event.TypeMember, StateKey: &userID, Content: mustJSON(content)})
+	return roomErr(err)
 }
 
 func (a *API) joinRoomIDOrAlias(w http.ResponseWriter, r *http.Request) {
@@ -387,13 +396,8 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	content := map[string]any{"membership": "knock"}
-	if req.Reason != "" {
-		content["reason"] = req.Reason
-	}
-	a.profileContent(ctx, rq.UserID, content)
-	if _, err := a.rooms.Send(ctx, roomID, room.Request{Sender: rq.UserID, Type: event.TypeMember, StateKey: &rq.UserID, Content: mustJSON(content)}); err != nil {
-		httpapi.Fail(w, r, roomErr(err))
+	if err := a.sendOwnMembership(ctx, roomID, rq.UserID, "knock", req.Reason); err != nil {
+		httpapi.Fail(w, r, err)
 		return
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]string{"room_id": roomID})
@@ -409,12 +413,8 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	content := map[string]any{"membership": "leave"}
-	if req.Reason != "" {
-		content["reason"] = req.Reason
-	}
-	if _, err := a.rooms.Send(r.Context(), roomID, room.Request{Sender: rq.UserID, Type: event.TypeMember, StateKey: &rq.UserID, Content: mustJSON(content)}); err != nil {
-		httpapi.Fail(w, r, roomErr(err))
+	if err := a.sendOwnMembership(r.Context(), roomID, rq.UserID, "leave", req.Reason); err != nil {
+		httpapi.Fail(w, r, err)
 		return
 	}
 	httpapi.Respond(w, http.StatusOK, struct{}{})

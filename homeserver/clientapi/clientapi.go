@@ -54,6 +54,10 @@ type API struct {
 	txns    singleflight.Group
 	tokens  sessionCache
 	sso     ssoProviders
+
+	aliasResolver AliasResolver
+	joinGate      JoinGate
+	remote        Remote
 }
 
 // New builds the API.
@@ -129,16 +133,33 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request) {
 	}})
 }
 
+// accessToken reads the access token from the header or query parameter.
+func accessToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		return strings.TrimPrefix(h, "Bearer ")
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// optionalRequester resolves a valid access token on a public endpoint;
+// without one (or with a bad one) the request is anonymous.
+func (a *API) optionalRequester(r *http.Request) (*httpapi.Requester, bool) {
+	token := accessToken(r)
+	if token == "" {
+		return nil, false
+	}
+	s, err := a.tokens.lookup(r.Context(), a.db, token, a.now())
+	if err != nil || (s.ExpiresTS != 0 && s.ExpiresTS < a.now().UnixMilli()) {
+		return nil, false
+	}
+	return &httpapi.Requester{UserID: s.UserID, DeviceID: s.DeviceID, IsGuest: s.IsGuest, IsAdmin: s.IsAdmin}, true
+}
+
 // Authenticate resolves the access token (header or query parameter) into a
 // requester, or answers 401.
 func (a *API) Authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token := ""
-		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-			token = strings.TrimPrefix(h, "Bearer ")
-		} else if q := r.URL.Query().Get("access_token"); q != "" {
-			token = q
-		}
+		token := accessToken(r)
 		if token == "" {
 			httpapi.Fail(w, r, httpapi.MissingToken())
 			return

@@ -276,25 +276,34 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request) {
 	httpapi.Respond(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
 
-// resolveRoom turns a room ID or alias into a room ID.
-func (a *API) resolveRoom(ctx context.Context, idOrAlias string) (string, error) {
+// resolveRoom turns a room ID or alias into a room ID, and the servers to
+// join it through when it is on other servers. requester is the signed-in
+// user asking, or "".
+func (a *API) resolveRoom(ctx context.Context, idOrAlias, requester string) (string, []string, error) {
 	switch {
 	case strings.HasPrefix(idOrAlias, "!"):
 		if !id.ValidRoomID(idOrAlias) {
-			return "", httpapi.InvalidParam("invalid room ID %q", idOrAlias)
+			return "", nil, httpapi.InvalidParam("invalid room ID %q", idOrAlias)
 		}
-		return idOrAlias, nil
+		return idOrAlias, nil, nil
 	case strings.HasPrefix(idOrAlias, "#"):
-		if _, err := id.ParseRoomAlias(idOrAlias); err != nil {
-			return "", httpapi.InvalidParam("invalid room alias %q", idOrAlias)
+		parsed, err := id.ParseRoomAlias(idOrAlias)
+		if err != nil {
+			return "", nil, httpapi.InvalidParam("invalid room alias %q", idOrAlias)
 		}
-		roomID, err := a.db.ResolveAlias(ctx, idOrAlias)
-		if errors.Is(err, storage.ErrNotFound) {
-			return "", httpapi.NotFound("room alias %s not found", idOrAlias)
+		if parsed.ServerName != a.cfg.ServerName {
+			if a.remote == nil {
+				return "", nil, httpapi.NotFound("room alias %s not found", idOrAlias)
+			}
+			return a.remote.ResolveAlias(ctx, idOrAlias)
 		}
-		return roomID, err
+		roomID, err := a.ResolveLocalAlias(ctx, idOrAlias, requester)
+		if errors.Is(err, storage.ErrNotFound) || errors.Is(err, ErrNoSuchAlias) {
+			return "", nil, httpapi.NotFound("room alias %s not found", idOrAlias)
+		}
+		return roomID, []string{a.cfg.ServerName}, err
 	}
-	return "", httpapi.InvalidParam("%q is neither a room ID nor an alias", idOrAlias)
+	return "", nil, httpapi.InvalidParam("%q is neither a room ID nor an alias", idOrAlias)
 }
 
 // profileContent adds the user's display name and avatar to a member event.
@@ -342,6 +351,12 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, roomID string) {
 			return
 		}
 	}
+	if a.joinGate != nil {
+		if err := a.joinGate(ctx, roomID, rq.UserID); err != nil {
+			httpapi.Fail(w, r, roomErr(err))
+			return
+		}
+	}
 	if err := a.sendOwnMembership(ctx, roomID, rq.UserID, "join", req.Reason); err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -364,7 +379,7 @@ func (a *API) sendOwnMembership(ctx context.Context, roomID, userID, membership,
 }
 
 func (a *API) joinRoomIDOrAlias(w http.ResponseWriter, r *http.Request) {
-	roomID, err := a.resolveRoom(r.Context(), httpapi.PathParam(r, "roomIDOrAlias"))
+	roomID, _, err := a.resolveRoom(r.Context(), httpapi.PathParam(r, "roomIDOrAlias"), requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -384,7 +399,7 @@ func (a *API) joinRoomID(w http.ResponseWriter, r *http.Request) {
 func (a *API) knock(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID, err := a.resolveRoom(ctx, httpapi.PathParam(r, "roomIDOrAlias"))
+	roomID, _, err := a.resolveRoom(ctx, httpapi.PathParam(r, "roomIDOrAlias"), rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -749,12 +764,16 @@ func (a *API) checkCanonicalAlias(ctx context.Context, roomID string, obj map[st
 
 func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
 	alias := httpapi.PathParam(r, "alias")
-	roomID, err := a.resolveRoom(r.Context(), alias)
+	asker := ""
+	if rq, ok := a.optionalRequester(r); ok && !rq.IsGuest {
+		asker = rq.UserID
+	}
+	roomID, servers, err := a.resolveRoom(r.Context(), alias, asker)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	httpapi.Respond(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": []string{a.cfg.ServerName}})
+	httpapi.Respond(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": servers})
 }
 
 func (a *API) putAlias(w http.ResponseWriter, r *http.Request) {

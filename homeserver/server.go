@@ -39,6 +39,9 @@ type Config struct {
 	DataDir      string // signing key and media live here
 	Registration string // open, token, closed
 	RateLimit    bool
+	// RegistrationSharedSecret enables Synapse's shared-secret admin
+	// registration endpoint; empty: it does not exist.
+	RegistrationSharedSecret string
 	// BcryptCost lowers password hashing cost in tests (0: default).
 	BcryptCost int
 	// AccessTokenLifetime makes tokens expire and enables refresh tokens.
@@ -103,6 +106,7 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	api := clientapi.New(clientapi.Config{
 		ServerName: cfg.ServerName, PublicURL: cfg.PublicURL, Registration: cfg.Registration,
 		BcryptCost: cfg.BcryptCost, AccessTokenLifetime: cfg.AccessTokenLifetime, RateLimit: cfg.RateLimit,
+		RegistrationSharedSecret: cfg.RegistrationSharedSecret,
 	}, db, rooms)
 	syncer := sync.New(db, rooms, tracker)
 	keys := e2ee.New(e2ee.Config{ServerName: cfg.ServerName}, db, tracker, syncer)

@@ -33,6 +33,10 @@ type Config struct {
 	AdminListen  string    // empty: no admin listener (pprof)
 	SSO          ssoConfig // sign-in with GitHub and GitLab (sso.go)
 
+	// RegistrationSecret enables Synapse's shared-secret admin registration
+	// endpoint (/_synapse/admin/v1/register); empty: the endpoint is absent.
+	RegistrationSecret string
+
 	// Federation. Without a TLS certificate and key there is no federation
 	// listener: other servers cannot reach us.
 	FederationListen   string // host:port of the HTTPS federation listener
@@ -41,6 +45,11 @@ type Config struct {
 	FederationDelegate string // served as m.server at /.well-known/matrix/server; empty: not served
 	FederationNotaries string // comma-separated server names asked for keys their owner cannot give
 	FederationPrivate  bool   // outbound federation may reach loopback and private addresses
+
+	// TLSCACert and TLSCAKey, instead of TLSCert and TLSKey: a CA with which
+	// Plaza issues itself a certificate for its server name at every start
+	// (tlsgen.go).
+	TLSCACert, TLSCAKey string
 }
 
 // Notaries returns the configured notary servers.
@@ -55,7 +64,10 @@ func (c Config) Notaries() []string {
 }
 
 // FederationEnabled reports whether the federation listener runs.
-func (c Config) FederationEnabled() bool { return c.TLSCert != "" }
+func (c Config) FederationEnabled() bool { return c.TLSCert != "" || c.TLSCACert != "" }
+
+// IssuedTLSDir is where the certificate issued from tls_ca_cert is written.
+func (c Config) IssuedTLSDir() string { return filepath.Join(c.DataDir, "tls") }
 
 // EmbeddedClusterDir is where the private PostgreSQL cluster lives when no
 // database URL is configured.
@@ -95,6 +107,9 @@ func settings() []setting {
 		{key: "rate_limit", env: "PLAZA_RATE_LIMIT", def: "true",
 			help:  "rate-limit login, registration and sending (true or false)",
 			field: func(c *Config) any { return &c.RateLimit }},
+		{key: "registration_shared_secret", env: "PLAZA_REGISTRATION_SHARED_SECRET", def: "", secret: true,
+			help:  "enables /_synapse/admin/v1/register (HMAC-SHA1 shared-secret registration, as Synapse's); empty: off",
+			field: func(c *Config) any { return &c.RegistrationSecret }},
 		{key: "admin_listen", env: "PLAZA_ADMIN_LISTEN", def: "",
 			help:  "address of the admin listener (Go pprof), e.g. 127.0.0.1:9090; empty: none",
 			field: func(c *Config) any { return &c.AdminListen }},
@@ -107,6 +122,12 @@ func settings() []setting {
 		{key: "tls_key", env: "PLAZA_TLS_KEY", def: "",
 			help:  "PEM private key of tls_cert",
 			field: func(c *Config) any { return &c.TLSKey }},
+		{key: "tls_ca_cert", env: "PLAZA_TLS_CA_CERT", def: "",
+			help:  "instead of tls_cert/tls_key: a PEM CA certificate with which Plaza issues itself a certificate for server_name at every start",
+			field: func(c *Config) any { return &c.TLSCACert }},
+		{key: "tls_ca_key", env: "PLAZA_TLS_CA_KEY", def: "",
+			help:  "PEM private key of tls_ca_cert (RSA PKCS#1, EC or PKCS#8)",
+			field: func(c *Config) any { return &c.TLSCAKey }},
 		{key: "federation_ca_file", env: "PLAZA_FEDERATION_CA_FILE", def: "",
 			help:  "PEM CA certificates trusted for outbound federation besides the system's",
 			field: func(c *Config) any { return &c.FederationCAFile }},
@@ -285,6 +306,20 @@ func (c *Config) validateFederation(fail func(key, value, problem string) error)
 	case c.TLSCert != "":
 		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
 			return fail("tls_cert", c.TLSCert, "cannot be used with tls_key "+strconv.Quote(c.TLSKey)+": "+err.Error())
+		}
+	}
+	switch {
+	case c.TLSCACert != "" && c.TLSCAKey == "":
+		return fail("tls_ca_cert", c.TLSCACert, "needs tls_ca_key (PLAZA_TLS_CA_KEY) too")
+	case c.TLSCACert == "" && c.TLSCAKey != "":
+		return fail("tls_ca_key", c.TLSCAKey, "needs tls_ca_cert (PLAZA_TLS_CA_CERT) too")
+	case c.TLSCACert != "" && c.TLSCert != "":
+		return fail("tls_ca_cert", c.TLSCACert, "set either tls_ca_cert (a certificate issued at start) or tls_cert (a certificate you provide), not both")
+	case c.TLSCACert != "":
+		// Loaded here so a bad CA stops Plaza before it touches anything;
+		// the certificate itself is issued at start (see issueTLS).
+		if _, err := loadCertAuthority(c.TLSCACert, c.TLSCAKey); err != nil {
+			return fail("tls_ca_cert", c.TLSCACert, err.Error())
 		}
 	}
 	if c.FederationCAFile != "" {

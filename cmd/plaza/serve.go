@@ -102,6 +102,12 @@ func (a app) serve(ctx context.Context, args []string) int {
 // server fails or the embedded PostgreSQL dies, then shuts down in order:
 // HTTP first, so nothing new arrives, then the pool, then PostgreSQL.
 func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (err error) {
+	if cfg.TLSCACert != "" {
+		if cfg, err = issueTLS(cfg, time.Now()); err != nil {
+			return err
+		}
+		log.Info("issued the federation certificate for "+serverHost(cfg.ServerName), "cert", cfg.TLSCert, "ca", cfg.TLSCACert)
+	}
 	// Listen before anything slow, so that a port already in use fails at
 	// once; connections that arrive meanwhile wait in the kernel's backlog.
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -143,6 +149,8 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 		DataDir:      cfg.DataDir,
 		Registration: cfg.Registration,
 		RateLimit:    cfg.RateLimit,
+
+		RegistrationSharedSecret: cfg.RegistrationSecret,
 
 		FederationCAFile:   cfg.FederationCAFile,
 		FederationDelegate: cfg.FederationDelegate,

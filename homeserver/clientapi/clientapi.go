@@ -42,6 +42,9 @@ type Config struct {
 	AccessTokenLifetime time.Duration
 	// RateLimit turns per-user/IP rate limits on.
 	RateLimit bool
+	// RegistrationSharedSecret enables /_synapse/admin/v1/register
+	// (admin_register.go); empty: the endpoint does not exist.
+	RegistrationSharedSecret string
 }
 
 // API serves the client-server endpoints.
@@ -54,6 +57,8 @@ type API struct {
 	txns    singleflight.Group
 	tokens  sessionCache
 	sso     ssoProviders
+
+	registerNonces nonceStore
 
 	aliasResolver AliasResolver
 	joinGate      JoinGate
@@ -70,6 +75,7 @@ func New(cfg Config, db *storage.DB, rooms *room.Service) *API {
 // added through authed.
 func (a *API) Routes(r chi.Router, authed ...func(chi.Router)) {
 	r.Get("/.well-known/matrix/client", a.wellKnown)
+	a.adminRegisterRoutes(r)
 	r.Route("/_matrix/client", func(r chi.Router) {
 		r.Get("/versions", a.versions)
 		r.Route("/v1", func(r chi.Router) {

@@ -21,12 +21,16 @@ FUZZTIME     ?= 10s
 BENCH        ?= .
 BENCHTIME    ?= 1s
 
-.PHONY: all build run test fuzz bench clean postgres
+.PHONY: all build run test fuzz bench clean postgres chromium
 
 all: build
 
 postgres:
 	@scripts/ensure-postgres.sh
+
+# The browser tests drive a headless Chromium (installed if missing).
+chromium:
+	@scripts/ensure-chromium.sh
 
 build:
 	$(GO) build -o bin/plaza ./cmd/plaza
@@ -34,7 +38,7 @@ build:
 run: postgres build
 	PLAZA_REGISTRATION=open ./bin/plaza serve --demo
 
-test: postgres
+test: postgres chromium
 	$(GO) vet $(PKGS)
 	$(GO) test -timeout $(TEST_TIMEOUT) $(PKGS)
 	@# ---- JavaScript suite: append its command(s) below, to run after the Go tests ----

@@ -35,6 +35,7 @@ func (s *Service) Authenticate(next http.Handler) http.Handler {
 			httpapi.Fail(w, r, err)
 			return
 		}
+		s.Sender.Heard(origin) // it is up: deliver what waits for it now
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), originKey{}, origin)))

@@ -74,6 +74,8 @@ type Service struct {
 	Resolver *Resolver
 	Client   *Client
 	Keys     *KeyRing
+	// Sender delivers PDUs and EDUs to other servers once started.
+	Sender *Sender
 
 	ownMu   sync.Mutex
 	ownBody []byte // our signed key response, see ownKeyResponse
@@ -128,7 +130,8 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Service, error) {
 	resolver := NewResolver(cfg.DNS, cfg.WellKnownClient, cfg.Now)
 	client := NewClient(cfg.ServerName, cfg.Key, resolver, cfg.RootCAs, cfg.AllowPrivateAddresses)
 	keys := newKeyRing(cfg.ServerName, cfg.Key, db, client, cfg.Notaries, cfg.Now)
-	return &Service{cfg: cfg, db: db, Resolver: resolver, Client: client, Keys: keys}, nil
+	return &Service{cfg: cfg, db: db, Resolver: resolver, Client: client, Keys: keys,
+		Sender: newSender(cfg.ServerName, db, client, cfg.Now)}, nil
 }
 
 // maxWellKnownRedirects bounds redirect chains, which also ends loops.
@@ -212,7 +215,10 @@ func (s *Service) serveVersion(w http.ResponseWriter, r *http.Request) {
 func (s *Service) ServerName() string { return s.cfg.ServerName }
 
 // Close releases idle outbound connections.
-func (s *Service) Close() { s.Client.Close() }
+func (s *Service) Close() {
+	s.Sender.Stop()
+	s.Client.Close()
+}
 
 // errUnauthorized is the spec's 401 for requests whose signature fails.
 func errUnauthorized(format string, args ...any) error {

@@ -1,0 +1,365 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"plaza/homeserver/event"
+	"plaza/homeserver/httpapi"
+	"plaza/homeserver/room"
+	"plaza/homeserver/stream"
+)
+
+// txnRecord is a transaction a fake destination received.
+type txnRecord struct {
+	ID     string
+	Origin string // the authenticated X-Matrix origin
+	Body   struct {
+		Origin string            `json:"origin"`
+		PDUs   []json.RawMessage `json:"pdus"`
+		EDUs   []json.RawMessage `json:"edus"`
+	}
+}
+
+// fakeDest is a federation server whose /send answers as its mode says.
+// Requests are authenticated for real (X-Matrix, keys fetched from the
+// sender).
+type fakeDest struct {
+	*testFed
+	mu       sync.Mutex
+	mode     string // "ok", "500", "garbage", "slow"
+	attempts []string
+	accepted []txnRecord
+	seen     map[string]bool
+	release  chan struct{} // closed to end "slow" requests
+}
+
+func newFakeDest(t *testing.T, ca *testCA) *fakeDest {
+	t.Helper()
+	d := &fakeDest{testFed: newFed(t, ca), mode: "ok", seen: map[string]bool{}, release: make(chan struct{})}
+	t.Cleanup(func() { d.setMode("ok") })
+	var h http.Handler = d.svc.Handler(func(r chi.Router) {
+		r.With(d.svc.Authenticate).Put("/_matrix/federation/v1/send/{txnID}", d.serveSend)
+	})
+	d.handler.Store(&h)
+	return d
+}
+
+func (d *fakeDest) setMode(m string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mode == "slow" && m != "slow" {
+		close(d.release)
+		d.release = make(chan struct{})
+	}
+	d.mode = m
+}
+
+func (d *fakeDest) serveSend(w http.ResponseWriter, r *http.Request) {
+	txn := txnRecord{ID: chi.URLParam(r, "txnID"), Origin: Origin(r.Context())}
+	if err := httpapi.Decode(r, &txn.Body); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	d.mu.Lock()
+	mode, release := d.mode, d.release
+	d.attempts = append(d.attempts, txn.ID)
+	d.mu.Unlock()
+	switch mode {
+	case "500":
+		httpapi.Fail(w, r, fmt.Errorf("down for maintenance"))
+		return
+	case "garbage":
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte("<html>not json"))
+		return
+	case "slow":
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return
+	}
+	d.mu.Lock()
+	if !d.seen[txn.ID] { // the spec's deduplication by transaction ID
+		d.seen[txn.ID] = true
+		d.accepted = append(d.accepted, txn)
+	}
+	d.mu.Unlock()
+	httpapi.Respond(w, http.StatusOK, map[string]any{"pdus": map[string]any{}})
+}
+
+// received returns the PDUs and EDUs accepted so far, in order.
+func (d *fakeDest) received() (pdus, edus []string, txns []txnRecord) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, t := range d.accepted {
+		for _, p := range t.Body.PDUs {
+			pdus = append(pdus, string(p))
+		}
+		for _, e := range t.Body.EDUs {
+			edus = append(edus, string(e))
+		}
+	}
+	return pdus, edus, slices.Clone(d.accepted)
+}
+
+func (d *fakeDest) attemptCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.attempts)
+}
+
+// waitFor polls cond until it holds; the deadline only keeps a broken test
+// from hanging.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func pdu(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
+func edu(i int) []byte { return []byte(fmt.Sprintf(`{"edu_type":"m.test","content":{"n":%d}}`, i)) }
+
+var fastRetries = SenderConfig{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Timeout: 2 * time.Second}
+
+func startSender(t *testing.T, f *testFed, cfg SenderConfig, rooms Rooms) *Sender {
+	t.Helper()
+	if err := f.svc.Sender.Start(context.Background(), cfg, rooms); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.svc.Sender.Stop)
+	return f.svc.Sender
+}
+
+// Everything queued arrives once, in order, in transactions within the
+// spec's limits, signed by the origin.
+func TestSenderBatchesInOrder(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	b.setMode("500") // hold delivery until all is queued, so batches fill up
+	s := startSender(t, a, SenderConfig{MinBackoff: time.Hour}, nil)
+	ctx := context.Background()
+	for i := range 120 {
+		if err := s.Queue(ctx, []string{b.name, a.name}, [][]byte{pdu(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 150 {
+		if err := s.Queue(ctx, []string{b.name}, nil, [][]byte{edu(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the first attempt", func() bool { return b.attemptCount() > 0 })
+	b.setMode("ok")
+	// b is backing off for an hour; any request from it ends that.
+	if err := b.svc.Client.DoJSON(ctx, a.name, "GET", "/_matrix/federation/v1/test/echo", nil, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery", func() bool { p, e, _ := b.received(); return len(p) == 120 && len(e) == 150 })
+	pdus, edus, txns := b.received()
+	for i := range pdus {
+		if pdus[i] != string(pdu(i)) {
+			t.Fatalf("PDU %d is %s", i, pdus[i])
+		}
+	}
+	for i := range edus {
+		if edus[i] != string(edu(i)) {
+			t.Fatalf("EDU %d is %s", i, edus[i])
+		}
+	}
+	for _, tx := range txns {
+		if len(tx.Body.PDUs) > 50 || len(tx.Body.EDUs) > 100 {
+			t.Errorf("transaction %s holds %d PDUs, %d EDUs", tx.ID, len(tx.Body.PDUs), len(tx.Body.EDUs))
+		}
+		if tx.Origin != a.name || tx.Body.Origin != a.name {
+			t.Errorf("transaction from %q/%q, want %q", tx.Origin, tx.Body.Origin, a.name)
+		}
+	}
+	if len(txns) != 3 {
+		t.Errorf("%d transactions, want 3 (50+100, 50+50, 20)", len(txns))
+	}
+	if dests, err := a.db.QueuedDestinations(ctx); err != nil || len(dests) != 0 {
+		t.Errorf("queue after delivery: %v, %v", dests, err)
+	}
+}
+
+// A destination answering 500, garbage, or nothing in time is retried until
+// it accepts; the batch keeps its transaction ID across the retries.
+func TestSenderRetriesFailures(t *testing.T) {
+	for _, mode := range []string{"500", "garbage", "slow"} {
+		t.Run(mode, func(t *testing.T) {
+			ca := newCA(t)
+			a := newFed(t, ca)
+			b := newFakeDest(t, ca)
+			b.setMode(mode)
+			cfg := fastRetries
+			if mode == "slow" {
+				cfg.Timeout = 50 * time.Millisecond
+			}
+			s := startSender(t, a, cfg, nil)
+			if err := s.Queue(context.Background(), []string{b.name}, [][]byte{pdu(1)}, [][]byte{edu(1)}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "three failed attempts", func() bool { return b.attemptCount() >= 3 })
+			b.setMode("ok")
+			waitFor(t, "delivery", func() bool { p, _, _ := b.received(); return len(p) == 1 })
+			b.mu.Lock()
+			attempts := slices.Compact(slices.Clone(b.attempts))
+			b.mu.Unlock()
+			if len(attempts) != 1 {
+				t.Errorf("the one batch was sent under several transaction IDs: %v", attempts)
+			}
+			_, edus, _ := b.received()
+			if len(edus) != 1 {
+				t.Errorf("EDUs delivered: %v", edus)
+			}
+		})
+	}
+}
+
+// A destination that cannot be reached at all backs off, and does not hold
+// up delivery to the others.
+func TestSenderUnreachableDoesNotBlockOthers(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	slow := newFakeDest(t, ca)
+	slow.setMode("slow")
+	s := startSender(t, a, SenderConfig{Concurrency: 2, MinBackoff: time.Hour, Timeout: time.Minute}, nil)
+	ctx := context.Background()
+	dead := "127.0.0.1:1"
+	if err := s.Queue(ctx, []string{dead, slow.name}, [][]byte{pdu(0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the dead destination to back off", func() bool {
+		b, err := a.db.DestinationBackoffs(ctx)
+		return err == nil && b[dead].Failures == 1
+	})
+	for i := range 3 {
+		if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "delivery to the healthy destination", func() bool { p, _, _ := b.received(); return len(p) == i+1 })
+	}
+}
+
+// The queue and the backoff survive a restart; the restarted sender resumes
+// once the destination is heard from.
+func TestSenderResumesAfterRestart(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	b.setMode("500")
+	s := startSender(t, a, SenderConfig{MinBackoff: time.Hour}, nil)
+	ctx := context.Background()
+	if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(7)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a failure recorded", func() bool {
+		bo, err := a.db.DestinationBackoffs(ctx)
+		return err == nil && bo[b.name].Failures == 1
+	})
+	s.Stop()
+	b.setMode("ok")
+
+	a.start() // a new Service and Sender on the same database
+	s2 := startSender(t, a, SenderConfig{MinBackoff: time.Hour}, nil)
+	if n := b.attemptCount(); n != 1 {
+		t.Fatalf("%d attempts before b was heard from; the restart forgot the backoff", n)
+	}
+	if err := b.svc.Client.DoJSON(ctx, a.name, "GET", "/_matrix/federation/v1/test/echo", nil, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "delivery after restart", func() bool { p, _, _ := b.received(); return len(p) == 1 })
+	if p, _, _ := b.received(); p[0] != string(pdu(7)) {
+		t.Errorf("delivered %s", p[0])
+	}
+	waitFor(t, "the backoff cleared", func() bool {
+		bo, err := a.db.DestinationBackoffs(ctx)
+		return err == nil && len(bo) == 0
+	})
+	_ = s2
+}
+
+func TestSenderBackoffGrowsToCap(t *testing.T) {
+	s := &Sender{cfg: SenderConfig{MinBackoff: time.Second, MaxBackoff: time.Hour}}
+	prev := time.Duration(0)
+	for n := 1; n <= 100; n++ {
+		d := s.backoff(n)
+		if d > time.Hour || d < time.Second*4/5 {
+			t.Fatalf("backoff(%d) = %v", n, d)
+		}
+		if n <= 12 && d < prev*3/2 { // doubling, less at most a fifth
+			t.Errorf("backoff(%d) = %v after %v", n, d, prev)
+		}
+		prev = d
+	}
+	if d := s.backoff(100); d < time.Hour*4/5 {
+		t.Errorf("backoff(100) = %v, want near the cap", d)
+	}
+}
+
+// Local events are queued for the servers of the room's joined members and
+// for an invitee's server; other servers' events are not sent back.
+func TestSenderQueuesLocalEvents(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	c := newFakeDest(t, ca)
+	rooms := room.New(a.db, stream.NewTracker(0, 0), a.name, a.cfg.Key)
+	startSender(t, a, fastRetries, rooms)
+	ctx := context.Background()
+	alice := "@alice:" + a.name
+	strp := func(s string) *string { return &s }
+	roomID, err := rooms.CreateRoom(ctx, event.MustVersion("12"), alice, json.RawMessage(`{"room_version":"12"}`), []room.Request{
+		{Sender: alice, Type: "m.room.member", StateKey: strp(alice), Content: json.RawMessage(`{"membership":"join"}`)},
+		{Sender: alice, Type: "m.room.join_rules", StateKey: strp(""), Content: json.RawMessage(`{"join_rule":"public"}`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := "@bob:" + b.name
+	if _, err := rooms.Send(ctx, roomID, room.Request{Sender: alice, Type: "m.room.member", StateKey: strp(bob), Content: json.RawMessage(`{"membership":"invite"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the invite at the invitee's server", func() bool { p, _, _ := b.received(); return len(p) == 1 })
+	// bob's join stands in for one received over federation: his server's
+	// event, which must not be sent back to it.
+	if _, err := rooms.Send(ctx, roomID, room.Request{Sender: bob, Type: "m.room.member", StateKey: strp(bob), Content: json.RawMessage(`{"membership":"join"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := rooms.Send(ctx, roomID, room.Request{Sender: alice, Type: "m.room.message", Content: json.RawMessage(`{"body":"hi"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the message at the joined server", func() bool { p, _, _ := b.received(); return len(p) == 2 })
+	pdus, _, _ := b.received()
+	var got struct {
+		Sender  string `json:"sender"`
+		Type    string `json:"type"`
+		Content struct {
+			Body string `json:"body"`
+		} `json:"content"`
+	}
+	if err := json.Unmarshal([]byte(pdus[1]), &got); err != nil || got.Type != "m.room.message" || got.Content.Body != "hi" || got.Sender != alice {
+		t.Errorf("second PDU %s (%v); want the message %s", pdus[1], err, res.Event.ID())
+	}
+	if n := c.attemptCount(); n != 0 {
+		t.Errorf("a server with no member got %d transactions", n)
+	}
+}

@@ -1,0 +1,128 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// QueuedItem is a PDU or EDU waiting in the outbound federation queue.
+type QueuedItem struct {
+	Seq  int64
+	Body []byte
+}
+
+// Enqueue adds the PDUs and EDUs to the outbound queue of every destination,
+// in one transaction: all are queued or none.
+func (db *DB) Enqueue(ctx context.Context, destinations []string, pdus, edus [][]byte) error {
+	if len(destinations) == 0 || len(pdus)+len(edus) == 0 {
+		return nil
+	}
+	batch := &pgx.Batch{}
+	for _, d := range destinations {
+		for _, p := range pdus {
+			batch.Queue(`INSERT INTO federation_queue (destination, is_edu, body) VALUES ($1, FALSE, $2)`, d, p)
+		}
+		for _, e := range edus {
+			batch.Queue(`INSERT INTO federation_queue (destination, is_edu, body) VALUES ($1, TRUE, $2)`, d, e)
+		}
+	}
+	// A batch outside an explicit transaction runs as one implicit one.
+	if err := db.Pool.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("queueing for federation: %w", err)
+	}
+	return nil
+}
+
+// QueuedBatch returns the oldest maxPDUs PDUs and maxEDUs EDUs queued for
+// destination.
+func (db *DB) QueuedBatch(ctx context.Context, destination string, maxPDUs, maxEDUs int) (pdus, edus []QueuedItem, err error) {
+	rows, err := db.Pool.Query(ctx, `
+		(SELECT seq, is_edu, body FROM federation_queue WHERE destination = $1 AND NOT is_edu ORDER BY seq LIMIT $2)
+		UNION ALL
+		(SELECT seq, is_edu, body FROM federation_queue WHERE destination = $1 AND is_edu ORDER BY seq LIMIT $3)
+		ORDER BY seq`, destination, maxPDUs, maxEDUs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the federation queue: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var it QueuedItem
+		var isEDU bool
+		if err := rows.Scan(&it.Seq, &isEDU, &it.Body); err != nil {
+			return nil, nil, fmt.Errorf("reading the federation queue: %w", err)
+		}
+		if isEDU {
+			edus = append(edus, it)
+		} else {
+			pdus = append(pdus, it)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("reading the federation queue: %w", err)
+	}
+	return pdus, edus, nil
+}
+
+// Dequeue removes sent items from destination's queue.
+func (db *DB) Dequeue(ctx context.Context, destination string, seqs []int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM federation_queue WHERE destination = $1 AND seq = ANY($2)`, destination, seqs); err != nil {
+		return fmt.Errorf("dequeueing sent federation items: %w", err)
+	}
+	return nil
+}
+
+// QueuedDestinations returns the destinations with something queued.
+func (db *DB) QueuedDestinations(ctx context.Context) ([]string, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT DISTINCT destination FROM federation_queue`)
+	if err != nil {
+		return nil, fmt.Errorf("listing federation destinations: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// DestinationBackoff is a failing destination's retry state.
+type DestinationBackoff struct {
+	Failures  int
+	RetryAtMS int64
+}
+
+// DestinationBackoffs returns the retry state of every failing destination.
+func (db *DB) DestinationBackoffs(ctx context.Context) (map[string]DestinationBackoff, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT destination, failures, retry_at_ms FROM federation_destinations`)
+	if err != nil {
+		return nil, fmt.Errorf("reading federation backoffs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]DestinationBackoff{}
+	for rows.Next() {
+		var d string
+		var b DestinationBackoff
+		if err := rows.Scan(&d, &b.Failures, &b.RetryAtMS); err != nil {
+			return nil, fmt.Errorf("reading federation backoffs: %w", err)
+		}
+		out[d] = b
+	}
+	return out, rows.Err()
+}
+
+// SetDestinationBackoff records a failing destination's retry state, or,
+// with zero failures, forgets it.
+func (db *DB) SetDestinationBackoff(ctx context.Context, destination string, b DestinationBackoff) error {
+	var err error
+	if b.Failures == 0 {
+		_, err = db.Pool.Exec(ctx, `DELETE FROM federation_destinations WHERE destination = $1`, destination)
+	} else {
+		_, err = db.Pool.Exec(ctx, `INSERT INTO federation_destinations (destination, failures, retry_at_ms) VALUES ($1, $2, $3)
+			ON CONFLICT (destination) DO UPDATE SET failures = EXCLUDED.failures, retry_at_ms = EXCLUDED.retry_at_ms`,
+			destination, b.Failures, b.RetryAtMS)
+	}
+	if err != nil {
+		return fmt.Errorf("recording federation backoff: %w", err)
+	}
+	return nil
+}

@@ -44,6 +44,13 @@ type Config struct {
 	// for any room's summary, and a cold 20,000-member room costs the room
 	// service seconds of CPU, so a flood of them must queue, not pile up.
 	Loads int
+	// Render, if set, renders an event for the web room page (an HTML
+	// fragment). It runs once when the event enters a snapshot and again
+	// only when the event changes there (redacted, edited), so a page view
+	// copies bytes instead of rendering; its result is Event.HTML and is
+	// counted in MaxBytes. It must not block: it runs under the cache's
+	// lock, on the room writer's goroutine.
+	Render func(ev *Event) []byte
 }
 
 func (c Config) withDefaults() Config {
@@ -106,6 +113,9 @@ type Event struct {
 	Redacted bool
 	// Edit is the latest m.replace edit of this event seen in the window.
 	Edit *event.Event
+	// HTML is Config.Render's rendering of the event as it is now (nil
+	// without a Render hook). Shared by every reader: never modify it.
+	HTML []byte
 }
 
 // Snapshot is one room's preview at a stream position. Never modified once
@@ -421,6 +431,9 @@ func (c *Cache) visibleEvents(ctx context.Context, roomID string, pos int64) ([]
 	if err != nil {
 		return nil, 0, err
 	}
+	for _, e := range rendered {
+		c.renderHTML(e)
+	}
 	switch {
 	case complete && len(out) < c.cfg.Events:
 		return rendered, 0, nil // the room's whole visible history
@@ -458,6 +471,15 @@ func RenderStored(ctx context.Context, db *storage.DB, evs []*storage.StoredEven
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// renderHTML sets e.HTML from the Render hook and returns e. e must not be
+// published yet (it is a fresh event or a fresh copy).
+func (c *Cache) renderHTML(e *Event) *Event {
+	if c.cfg.Render != nil {
+		e.HTML = c.cfg.Render(e)
+	}
+	return e
 }
 
 func newEvent(pos int64, ev *event.Event) *Event {
@@ -637,12 +659,12 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 		if ev.Type() == event.TypeRedaction && ev.Redacts() != "" {
 			for i, t := range events {
 				if t.Event.ID() == ev.Redacts() {
-					events[i] = redacted(t, ev)
+					events[i] = c.renderHTML(redacted(t, ev))
 				}
 				if t.Edit != nil && t.Edit.ID() == ev.Redacts() {
 					cp := *events[i]
 					cp.Edit = nil
-					events[i] = &cp
+					events[i] = c.renderHTML(&cp)
 				}
 			}
 		}
@@ -651,11 +673,11 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 				if t.Event.ID() == target && !t.Redacted && t.Sender == ev.Sender() {
 					cp := *t
 					cp.Edit = ev
-					events[i] = &cp
+					events[i] = c.renderHTML(&cp)
 				}
 			}
 		}
-		events = append(events, newEvent(se.StreamPos, ev))
+		events = append(events, c.renderHTML(newEvent(se.StreamPos, ev)))
 		if _, ok := next.Members[ev.Sender()]; !ok {
 			if m := e.members[ev.Sender()]; m != nil {
 				copyMembers()
@@ -725,7 +747,7 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 func estimate(s *Snapshot, members map[string]*event.Event) int64 {
 	n := int64(512)
 	for _, e := range s.Events {
-		n += int64(len(e.body)+len(e.unsigned)) + 128
+		n += int64(len(e.body)+len(e.unsigned)+len(e.HTML)) + 128
 	}
 	for _, b := range s.State {
 		n += int64(len(b)) + 64

@@ -179,3 +179,94 @@ func TestLoadsRaceTheStream(t *testing.T) {
 		}
 	}
 }
+
+// TestRenderHook: the web page's rendering is made once per event state (as
+// loaded, as it arrives, when redacted or edited), kept with the event and
+// counted in the cache's bytes.
+func TestRenderHook(t *testing.T) {
+	hs := newHomeserver(t)
+	roomID := newRoom(t, hs, "Render")
+	ctx := context.Background()
+	first := send(t, hs, roomID, alice, "before load")
+	calls := map[string]int{}
+	var mu sync.Mutex
+	render := func(e *snapshot.Event) []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		calls[e.Event.ID()]++
+		var c struct {
+			Body string `json:"body"`
+		}
+		_ = json.Unmarshal(e.Event.Content(), &c)
+		if e.Edit != nil {
+			_ = json.Unmarshal(e.Edit.Content(), &struct {
+				New *struct {
+					Body *string `json:"body"`
+				} `json:"m.new_content"`
+			}{New: &struct {
+				Body *string `json:"body"`
+			}{Body: &c.Body}})
+		}
+		if e.Redacted {
+			c.Body = "" // Event is the event as sent: the hook must hide it
+		}
+		return fmt.Appendf(nil, "<p data-redacted=%v>%s</p>", e.Redacted, c.Body)
+	}
+	plain := snapshot.New(snapshot.Config{}, hs.DB, hs.Rooms, hs.Tracker)
+	c := snapshot.New(snapshot.Config{Render: render}, hs.DB, hs.Rooms, hs.Tracker)
+	s, err := c.Get(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Get(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	find := func(s *snapshot.Snapshot, id string) *snapshot.Event {
+		for _, e := range s.Events {
+			if e.Event.ID() == id {
+				return e
+			}
+		}
+		t.Fatalf("event %s not in the snapshot", id)
+		return nil
+	}
+	if got := string(find(s, first.Event.ID()).HTML); got != "<p data-redacted=false>before load</p>" {
+		t.Fatalf("loaded event HTML = %q", got)
+	}
+	second := send(t, hs, roomID, alice, "after load")
+	s, _ = c.Get(ctx, roomID)
+	if got := string(find(s, second.Event.ID()).HTML); got != "<p data-redacted=false>after load</p>" {
+		t.Fatalf("streamed event HTML = %q", got)
+	}
+	// Reading it again renders nothing.
+	s, _ = c.Get(ctx, roomID)
+	_ = find(s, second.Event.ID()).HTML
+	if calls[second.Event.ID()] != 1 {
+		t.Fatalf("event rendered %d times", calls[second.Event.ID()])
+	}
+	if _, err := hs.Rooms.Send(ctx, roomID, room.Request{Sender: alice, Type: "m.room.message",
+		Content: json.RawMessage(fmt.Sprintf(`{"msgtype":"m.text","body":"* edited","m.new_content":{"msgtype":"m.text","body":"edited"},"m.relates_to":{"rel_type":"m.replace","event_id":%q}}`, second.Event.ID()))}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = c.Get(ctx, roomID)
+	if got := string(find(s, second.Event.ID()).HTML); got != "<p data-redacted=false>edited</p>" {
+		t.Fatalf("edited event HTML = %q", got)
+	}
+	if _, err := hs.Rooms.Send(ctx, roomID, room.Request{Sender: alice, Type: event.TypeRedaction,
+		Redacts: first.Event.ID(), Content: json.RawMessage(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = c.Get(ctx, roomID)
+	if got := string(find(s, first.Event.ID()).HTML); got != "<p data-redacted=true></p>" {
+		t.Fatalf("redacted event HTML = %q", got)
+	}
+	_, withHTML := c.Len()
+	ps, _ := plain.Get(ctx, roomID)
+	html := 0
+	for _, e := range s.Events {
+		html += len(e.HTML)
+	}
+	if _, without := plain.Len(); withHTML-without != int64(html) || len(ps.Events) != len(s.Events) {
+		t.Fatalf("cache bytes with HTML %d, without %d, HTML %d", withHTML, without, html)
+	}
+}

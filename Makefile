@@ -6,6 +6,9 @@
 #   make fuzz     a short run of every Fuzz target (FUZZTIME=30s for longer)
 #   make bench    every benchmark (BENCH=regexp, BENCHTIME=…, PKGS=… to narrow)
 #   make clean    remove build output
+#   make docker   the container image (Dockerfile), tagged plaza:latest; needs Docker
+#   make docker-base  a local Debian bookworm base image (debootstrap), for hosts that cannot pull one
+#   make complement   run Complement (COMPLEMENT_DIR=checkout) against plaza:latest; needs Docker
 #
 # `run`, `test` and `bench` first make sure PostgreSQL's server binaries are
 # installed (scripts/ensure-postgres.sh installs Debian's package if not):
@@ -21,7 +24,7 @@ FUZZTIME     ?= 10s
 BENCH        ?= .
 BENCHTIME    ?= 1s
 
-.PHONY: all build run test fuzz bench clean postgres chromium
+.PHONY: all build run test fuzz bench clean postgres docker docker-base complement chromium
 
 all: build
 
@@ -64,3 +67,32 @@ bench: postgres
 
 clean:
 	rm -rf bin
+
+# The container image. The binary is built here without cgo and copied in,
+# so the image build needs no Go toolchain. BASE is the Debian bookworm image
+# to build from (make docker-base makes one where none can be pulled).
+BASE           ?= debian:bookworm
+IMAGE          ?= plaza:latest
+docker:
+	CGO_ENABLED=0 $(GO) build -o bin/plaza-docker ./cmd/plaza
+	docker build --build-arg BASE=$(BASE) -t $(IMAGE) .
+
+# A minimal Debian bookworm image made from Debian's packages with
+# debootstrap, tagged BASE_IMAGE; then: make docker BASE=$(BASE_IMAGE).
+BASE_IMAGE     ?= plaza-local/debian:bookworm
+DEBIAN_MIRROR  ?= http://deb.debian.org/debian
+docker-base:
+	@command -v debootstrap >/dev/null || { echo "docker-base: install debootstrap (apt-get install debootstrap)" >&2; exit 1; }
+	rootfs=$$(mktemp -d) && trap 'rm -rf "$$rootfs"' EXIT && \
+	debootstrap --variant=minbase bookworm "$$rootfs" $(DEBIAN_MIRROR) && \
+	tar -C "$$rootfs" -c . | docker import - $(BASE_IMAGE)
+
+# Complement, the Matrix homeserver suite, from a checkout in COMPLEMENT_DIR
+# (with its Go dependencies resolvable there), against IMAGE. COMPLEMENT_RUN narrows
+# the tests (go test -run), COMPLEMENT_PKG picks the packages (default ./tests/...).
+COMPLEMENT_DIR ?=
+COMPLEMENT_RUN ?= .
+COMPLEMENT_PKG ?= ./tests/...
+complement:
+	@test -n "$(COMPLEMENT_DIR)" || { echo "complement: set COMPLEMENT_DIR to a Complement checkout" >&2; exit 1; }
+	cd $(COMPLEMENT_DIR) && COMPLEMENT_BASE_IMAGE=$(IMAGE) $(GO) test -count=1 -timeout 60m -run '$(COMPLEMENT_RUN)' $(COMPLEMENT_PKG)

@@ -51,11 +51,15 @@ type User struct {
 	Email string
 }
 
-// Org is an organisation (GitHub) or group (GitLab).
+// Org is an organisation (GitHub) or group (GitLab). A GitLab subgroup's
+// Login is its full path ("group/sub").
 type Org struct {
 	ID      int64
 	Login   string
+	Name    string  // display name; "" shows the login
 	Members []int64 // user ids
+	// Private hides a GitLab group from non-members.
+	Private bool
 }
 
 // Permission levels on a repository, as GitHub names them.
@@ -103,6 +107,7 @@ type Forge struct {
 	signedIn int64             // user approved without a form; 0: show the form
 	codes    map[string]grant  // authorization codes, single-use
 	tokens   map[string]int64  // access token → user id
+	down     bool              // the REST APIs answer 503 (SetDown)
 }
 
 // grant is an authorization code waiting to be exchanged.
@@ -111,6 +116,7 @@ type grant struct {
 	clientID    string
 	redirectURI string
 	challenge   string // PKCE S256 challenge, "" if none was sent
+	scope       string // the scopes asked for, granted as they are
 	userID      int64
 	expires     time.Time
 }
@@ -162,6 +168,30 @@ func (f *Forge) Rename(id int64, login string) {
 	if u := f.users[id]; u != nil {
 		u.Login = login
 	}
+}
+
+// IssueToken hands out an access token for a user without the OAuth dance,
+// for tests and demos that hold a forge identity already.
+func (f *Forge) IssueToken(userID int64) string {
+	tok := randomString()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tokens[tok] = userID
+	return tok
+}
+
+// SetDown makes the REST APIs answer 503 Service Unavailable (true) or
+// serve again (false), to test how callers cope with an unreachable forge.
+func (f *Forge) SetDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+}
+
+func (f *Forge) isDown() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.down
 }
 
 // SignIn marks the user the authorization page approves without asking; 0

@@ -26,12 +26,18 @@ func (f *Forge) github(w http.ResponseWriter, r *http.Request, segs []string) {
 		githubError(w, http.StatusNotFound, "Not Found")
 		return
 	}
+	api := segs[1:]
+	if f.isDown() {
+		githubError(w, http.StatusServiceUnavailable, "Service Unavailable")
+		return
+	}
+	// Public things are readable without a token, as on GitHub; a token
+	// that is sent must be valid, and /user needs one.
 	me, ok := f.caller(r)
-	if !ok {
+	if !ok && (presentedToken(r) || (len(api) > 0 && api[0] == "user")) {
 		githubError(w, http.StatusUnauthorized, "Bad credentials")
 		return
 	}
-	api := segs[1:]
 	base := f.base(r)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -93,6 +99,16 @@ func (f *Forge) github(w http.ResponseWriter, r *http.Request, segs []string) {
 			}
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"permission": perm, "role_name": perm, "user": f.githubUser(base, *u)})
+	case len(api) == 2 && api[0] == "users":
+		if u := f.userByLogin(api[1]); u != nil {
+			writeJSON(w, http.StatusOK, f.githubUser(base, *u))
+			return
+		}
+		if o := f.orgByLogin(api[1]); o != nil {
+			writeJSON(w, http.StatusOK, f.githubOwner(base, o.Login))
+			return
+		}
+		githubError(w, http.StatusNotFound, "Not Found")
 	default:
 		githubError(w, http.StatusNotFound, "Not Found")
 	}
@@ -113,7 +129,9 @@ func (f *Forge) githubUser(base string, u User) map[string]any {
 func (f *Forge) githubOwner(base, login string) map[string]any {
 	for _, o := range f.orgs {
 		if strings.EqualFold(o.Login, login) {
-			return map[string]any{"login": o.Login, "id": o.ID, "type": "Organization"}
+			return map[string]any{"login": o.Login, "id": o.ID, "type": "Organization", "name": o.Name,
+				"avatar_url": base + "/avatars/org-" + strconv.FormatInt(o.ID, 10) + ".png",
+				"html_url":   base + "/github/" + o.Login}
 		}
 	}
 	if u := f.userByLogin(login); u != nil {
@@ -133,6 +151,15 @@ func (f *Forge) userByLogin(login string) *User {
 	for _, u := range f.users {
 		if strings.EqualFold(u.Login, login) {
 			return u
+		}
+	}
+	return nil
+}
+
+func (f *Forge) orgByLogin(login string) *Org {
+	for _, o := range f.orgs {
+		if strings.EqualFold(o.Login, login) {
+			return o
 		}
 	}
 	return nil

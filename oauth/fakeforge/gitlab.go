@@ -2,6 +2,7 @@ package fakeforge
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -38,12 +39,18 @@ func (f *Forge) gitlab(w http.ResponseWriter, r *http.Request, segs []string) {
 		gitlabError(w, http.StatusNotFound, "404 Not Found")
 		return
 	}
+	api := segs[2:]
+	if f.isDown() {
+		gitlabError(w, http.StatusServiceUnavailable, "503 Service Unavailable")
+		return
+	}
+	// Public things are readable without a token, as on GitLab; a token
+	// that is sent must be valid, and /user needs one.
 	me, ok := f.caller(r)
-	if !ok {
+	if !ok && (presentedToken(r) || (len(api) == 1 && api[0] == "user")) {
 		gitlabError(w, http.StatusUnauthorized, "401 Unauthorized")
 		return
 	}
-	api := segs[2:]
 	base := f.base(r)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -60,18 +67,57 @@ func (f *Forge) gitlab(w http.ResponseWriter, r *http.Request, segs []string) {
 		if repo.Private {
 			visibility = "private"
 		}
-		kind, nsID := "user", int64(0)
-		for _, o := range f.orgs {
-			if strings.EqualFold(o.Login, repo.Owner) {
-				kind, nsID = "group", o.ID
-			}
+		kind, nsID, avatar := "user", int64(0), ""
+		if o := f.orgByLogin(repo.Owner); o != nil {
+			kind, nsID, avatar = "group", o.ID, base+"/avatars/org-"+strconv.FormatInt(o.ID, 10)+".png"
+		} else if u := f.userByLogin(repo.Owner); u != nil {
+			nsID, avatar = u.ID, base+"/avatars/"+strconv.FormatInt(u.ID, 10)+".png"
 		}
-		writeJSON(w, http.StatusOK, map[string]any{
+		nsPath := repo.Owner[strings.LastIndex(repo.Owner, "/")+1:]
+		project := map[string]any{
 			"id": repo.ID, "name": repo.Name, "path": repo.Name, "path_with_namespace": repo.FullName(),
 			"description": repo.Description, "visibility": visibility,
-			"web_url":   base + "/gitlab/" + repo.FullName(),
-			"namespace": map[string]any{"id": nsID, "name": repo.Owner, "path": repo.Owner, "full_path": repo.Owner, "kind": kind},
+			"web_url": base + "/gitlab/" + repo.FullName(),
+			"namespace": map[string]any{"id": nsID, "name": nsPath, "path": nsPath, "full_path": repo.Owner, "kind": kind,
+				"avatar_url": avatar, "web_url": base + "/gitlab/" + repo.Owner},
+		}
+		// permissions describe the caller, as GitLab's do.
+		if ok {
+			var access any
+			if level := gitlabLevel(repo.Access[me.ID]); level > 0 {
+				access = map[string]any{"access_level": level, "notification_level": 3}
+			}
+			project["permissions"] = map[string]any{"project_access": access, "group_access": nil}
+		}
+		writeJSON(w, http.StatusOK, project)
+	case len(api) == 2 && api[0] == "groups":
+		o := f.orgByLogin(api[1])
+		if id, err := strconv.ParseInt(api[1], 10, 64); err == nil {
+			o = f.orgs[id]
+		}
+		if o == nil || (o.Private && !slices.Contains(o.Members, me.ID)) {
+			gitlabError(w, http.StatusNotFound, "404 Group Not Found")
+			return
+		}
+		visibility := "public"
+		if o.Private {
+			visibility = "private"
+		}
+		name := o.Name
+		if name == "" {
+			name = o.Login[strings.LastIndex(o.Login, "/")+1:]
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"id": o.ID, "name": name, "path": o.Login[strings.LastIndex(o.Login, "/")+1:], "full_path": o.Login,
+			"visibility": visibility, "web_url": base + "/gitlab/groups/" + o.Login,
+			"avatar_url": base + "/avatars/org-" + strconv.FormatInt(o.ID, 10) + ".png",
 		})
+	case len(api) == 1 && api[0] == "users":
+		var out []map[string]any
+		if u := f.userByLogin(r.URL.Query().Get("username")); u != nil {
+			out = append(out, f.gitlabUser(base, *u))
+		}
+		writeJSON(w, http.StatusOK, orEmpty(out))
 	case len(api) == 5 && api[0] == "projects" && api[2] == "members" && api[3] == "all":
 		repo := f.project(api[1])
 		if repo == nil || !readable(repo, me.ID) {
@@ -98,11 +144,12 @@ func (f *Forge) project(idOrPath string) *Repo {
 	if id, err := strconv.ParseInt(idOrPath, 10, 64); err == nil {
 		return f.repos[id]
 	}
-	owner, name, ok := strings.Cut(idOrPath, "/")
-	if !ok {
+	// Nested groups: the project is the last segment.
+	i := strings.LastIndex(idOrPath, "/")
+	if i < 0 {
 		return nil
 	}
-	return f.repoByName(owner, name)
+	return f.repoByName(idOrPath[:i], idOrPath[i+1:])
 }
 
 func (f *Forge) gitlabUser(base string, u User) map[string]any {

@@ -149,7 +149,7 @@ func (f *Forge) authorize(w http.ResponseWriter, r *http.Request, flavour string
 	_, exists := f.users[userID]
 	if exists {
 		f.codes[code] = grant{flavour: flavour, clientID: clientID, redirectURI: redirectURI,
-			challenge: q.Get("code_challenge"), userID: userID, expires: time.Now().Add(codeLifetime)}
+			challenge: q.Get("code_challenge"), userID: userID, scope: q.Get("scope"), expires: time.Now().Add(codeLifetime)}
 	}
 	f.mu.Unlock()
 	if !exists {
@@ -216,7 +216,13 @@ func (f *Forge) token(w http.ResponseWriter, r *http.Request, flavour string) {
 		f.mu.Lock()
 		f.tokens[tok] = g.userID
 		f.mu.Unlock()
-		f.tokenResponse(w, r, flavour, http.StatusOK, map[string]string{"access_token": tok, "token_type": "bearer", "scope": r.PostForm.Get("scope")})
+		// The granted scopes are those asked for; GitHub lists them with
+		// commas, GitLab with spaces.
+		scope := g.scope
+		if flavour == "github" {
+			scope = strings.Join(strings.Fields(scope), ",")
+		}
+		f.tokenResponse(w, r, flavour, http.StatusOK, map[string]string{"access_token": tok, "token_type": "bearer", "scope": scope})
 	}
 }
 
@@ -257,6 +263,11 @@ func (f *Forge) caller(r *http.Request) (User, bool) {
 		return User{}, false
 	}
 	return *u, true
+}
+
+// presentedToken reports whether the request carries a token at all.
+func presentedToken(r *http.Request) bool {
+	return r.Header.Get("Authorization") != "" || r.Header.Get("Private-Token") != ""
 }
 
 // readable reports whether user may see repo (f.mu held).

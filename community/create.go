@@ -1,0 +1,305 @@
+package community
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"plaza/community/forge"
+	"plaza/homeserver/event"
+	"plaza/homeserver/room"
+	"plaza/homeserver/storage"
+)
+
+// maxAvatarBytes bounds an owner avatar copied into the media store.
+const maxAvatarBytes = 1 << 20
+
+// repoRoom looks a repository up on the forge and, when create, makes its
+// room (and its owner's space).
+func (s *Service) repoRoom(ctx context.Context, path, viewer string, token *oauth2.Token, create bool) (string, error) {
+	repo, err := s.cfg.Forge.Repo(ctx, path, token)
+	if err != nil {
+		return "", forgeErr(err)
+	}
+	if token == nil && repo.Private {
+		return "", ErrNoSuchRepo // a service token may see more than the asker
+	}
+	if !create {
+		return "", ErrRoomNotCreated
+	}
+	return s.once(ctx, kindRepo, repo.Path, viewer, func() (string, error) {
+		parent, err := s.ownerSpace(ctx, repo.Owner.Path, viewer, token, true)
+		if err != nil {
+			return "", fmt.Errorf("community: the space of %s: %w", repo.Owner.Path, err)
+		}
+		return s.createRepoRoom(ctx, repo, parent)
+	})
+}
+
+// ownerSpace looks an owner up and, when create, makes its space (and, for
+// a GitLab subgroup, its parent's). An existing space is returned without
+// asking the forge.
+func (s *Service) ownerSpace(ctx context.Context, path, viewer string, token *oauth2.Token, create bool) (string, error) {
+	if c, err := s.hs.DB.CommunityRoomByPath(ctx, s.cfg.IDP, kindOwner, path); err == nil {
+		return c.RoomID, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return "", err
+	}
+	owner, err := s.cfg.Forge.Owner(ctx, path, token)
+	if err != nil {
+		return "", forgeErr(err)
+	}
+	if token == nil && owner.Private {
+		return "", ErrNoSuchRepo
+	}
+	if !create {
+		return "", ErrRoomNotCreated
+	}
+	return s.once(ctx, kindOwner, owner.Path, viewer, func() (string, error) {
+		parent := ""
+		if i := strings.LastIndex(owner.Path, "/"); i > 0 {
+			if parent, err = s.ownerSpace(ctx, owner.Path[:i], viewer, token, true); err != nil {
+				return "", fmt.Errorf("community: the space of %s: %w", owner.Path[:i], err)
+			}
+		}
+		return s.createOwnerSpace(ctx, owner, parent)
+	})
+}
+
+// once runs create at most once per path at a time in this process, and,
+// holding the path's advisory lock, only if no process made the room
+// meanwhile. The viewer's creation allowance is spent only by a real
+// creation.
+func (s *Service) once(ctx context.Context, kind, path, viewer string, create func() (string, error)) (string, error) {
+	key := kind + ":" + strings.ToLower(path)
+	// The flight outlives one asker's cancelled request: the others
+	// waiting on it still want the room.
+	ch := s.flight.DoChan(key, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		var roomID string
+		err := s.hs.DB.WithCommunityLock(ctx, s.cfg.IDP+":"+key, func() error {
+			c, err := s.hs.DB.CommunityRoomByPath(ctx, s.cfg.IDP, kind, path)
+			if err == nil {
+				roomID = c.RoomID
+				return nil
+			}
+			if !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+			if !s.limit.allow(viewer, s.cfg.CreatePerWindow, s.cfg.CreateWindow, s.cfg.Now()) {
+				return ErrRateLimited
+			}
+			roomID, err = create()
+			return err
+		})
+		return roomID, err
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// createRepoRoom creates a repository's room as a child of the space
+// parent.
+func (s *Service) createRepoRoom(ctx context.Context, repo *forge.Repo, parent string) (string, error) {
+	c := storage.CommunityRoom{Forge: s.cfg.IDP, Flavour: s.cfg.Forge.Flavour(), Kind: kindRepo, Path: repo.Path,
+		ForgeID: repo.ID, WebURL: repo.WebURL, Private: repo.Private, ParentID: parent}
+	topic := repo.WebURL
+	if repo.Description != "" {
+		topic = repo.Description + " — " + repo.WebURL
+	}
+	avatar := ""
+	if parent != "" {
+		// The owner's avatar, copied once into the space.
+		if ev, _ := s.hs.Rooms.StateEvent(ctx, parent, "m.room.avatar", ""); ev != nil {
+			var a struct {
+				URL string `json:"url"`
+			}
+			_ = json.Unmarshal(ev.Content(), &a)
+			avatar = a.URL
+		}
+	}
+	return s.createRoom(ctx, c, repo.Path, topic, avatar, false)
+}
+
+func (s *Service) createOwnerSpace(ctx context.Context, owner *forge.Owner, parent string) (string, error) {
+	c := storage.CommunityRoom{Forge: s.cfg.IDP, Flavour: s.cfg.Forge.Flavour(), Kind: kindOwner, Path: owner.Path,
+		ForgeID: owner.ID, WebURL: owner.WebURL, Private: owner.Private, ParentID: parent}
+	name := owner.Name
+	if name == "" {
+		name = owner.Path
+	}
+	return s.createRoom(ctx, c, name, owner.WebURL, s.copyAvatar(ctx, owner.AvatarURL), true)
+}
+
+// createRoom creates a room or space for an association, then its alias,
+// directory entry, place in the parent space, and the association row —
+// the row last, so that a failure before it leaves a room nobody finds
+// rather than an association to a broken room.
+func (s *Service) createRoom(ctx context.Context, c storage.CommunityRoom, name, topic, avatar string, space bool) (string, error) {
+	v, err := event.Version(event.DefaultRoomVersion)
+	if err != nil {
+		return "", err
+	}
+	server := s.hs.Config.ServerName
+	alias := "#" + aliasLocalpart(c.Flavour, c.Path) + ":" + server
+	createContent := map[string]any{"room_version": v.ID}
+	if !v.ImplicitCreator {
+		createContent["creator"] = s.bot
+	}
+	if space {
+		createContent["type"] = "m.space"
+	}
+	users := map[string]any{}
+	if !v.PrivilegedCreators {
+		users[s.bot] = 100
+	}
+	invite := 0
+	if c.Private {
+		invite = 50
+	}
+	pl := map[string]any{
+		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+		"ban": 50, "kick": 50, "redact": 50, "invite": invite,
+		"events": map[string]any{
+			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.server_acl": 100, "m.room.encryption": 100, StateTypeForge: 100,
+			"m.space.child": 50, "m.space.parent": 100,
+		},
+	}
+	joinRule, history, guest := "public", "world_readable", "can_join"
+	if c.Private {
+		joinRule, history, guest = "invite", "shared", "forbidden"
+	}
+	st := func(typ, sk string, content any) room.Request {
+		return room.Request{Sender: s.bot, Type: typ, StateKey: &sk, Content: mustJSON(content)}
+	}
+	initial := []room.Request{
+		st(event.TypeMember, s.bot, map[string]any{"membership": "join", "displayname": "Plaza"}),
+		st(event.TypePowerLevels, "", pl),
+		st(event.TypeJoinRules, "", map[string]any{"join_rule": joinRule}),
+		st(event.TypeHistoryVisibility, "", map[string]any{"history_visibility": history}),
+		st("m.room.guest_access", "", map[string]any{"guest_access": guest}),
+		st("m.room.name", "", map[string]any{"name": name}),
+		st("m.room.topic", "", map[string]any{"topic": topic}),
+		st(StateTypeForge, "", map[string]any{"forge": c.Forge, "flavour": c.Flavour, "kind": c.Kind,
+			"path": c.Path, "id": c.ForgeID, "web_url": c.WebURL}),
+	}
+	if !c.Private {
+		initial = append(initial, st("m.room.canonical_alias", "", map[string]any{"alias": alias}))
+	}
+	if avatar != "" {
+		initial = append(initial, st("m.room.avatar", "", map[string]any{"url": avatar}))
+	}
+	if c.ParentID != "" {
+		initial = append(initial, st("m.space.parent", c.ParentID, map[string]any{"via": []string{server}, "canonical": true}))
+	}
+	roomID, err := s.hs.Rooms.CreateRoom(ctx, v, s.bot, mustJSON(createContent), initial)
+	if err != nil {
+		return "", fmt.Errorf("community: creating the room of %s: %w", c.Path, err)
+	}
+	c.RoomID = roomID
+	if !c.Private {
+		// An alias made by hand before the room existed keeps pointing
+		// where it did; the room is still found by its path.
+		if err := s.hs.DB.CreateAlias(ctx, alias, roomID, s.bot); err != nil {
+			s.log.Warn("the alias of a new room is taken", "alias", alias, "room_id", roomID, "err", err)
+		}
+		if err := s.hs.DB.SetPublished(ctx, roomID, true); err != nil {
+			return "", fmt.Errorf("community: publishing %s: %w", roomID, err)
+		}
+	}
+	if c.ParentID != "" {
+		sk := roomID
+		child := map[string]any{"via": []string{server}, "suggested": !c.Private}
+		if _, err := s.hs.Rooms.Send(ctx, c.ParentID, room.Request{Sender: s.bot, Type: "m.space.child", StateKey: &sk, Content: mustJSON(child)}); err != nil {
+			return "", fmt.Errorf("community: adding %s to its space: %w", roomID, err)
+		}
+	}
+	if err := s.hs.DB.AddCommunityRoom(ctx, c, s.nowMS()); err != nil {
+		return "", fmt.Errorf("community: recording the room of %s: %w", c.Path, err)
+	}
+	s.log.Info("created a room on demand", "kind", c.Kind, "path", c.Path, "room_id", roomID, "private", c.Private)
+	return roomID, nil
+}
+
+// copyAvatar copies an image from the forge into the media store,
+// returning its mxc URI, or "" when it cannot (the room simply has no
+// avatar then).
+func (s *Service) copyAvatar(ctx context.Context, url string) string {
+	if url == "" {
+		return ""
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := s.cfg.Forge.HTTPClient().Do(req)
+	if err != nil {
+		s.log.Warn("fetching an avatar from the forge", "url", url, "err", err)
+		return ""
+	}
+	defer resp.Body.Close()
+	ct := resp.Header.Get("Content-Type")
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(ct, "image/") {
+		s.log.Warn("fetching an avatar from the forge", "url", url, "status", resp.StatusCode, "content_type", ct)
+		return ""
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAvatarBytes+1))
+	if err != nil || len(body) > maxAvatarBytes {
+		return ""
+	}
+	mxc, err := s.hs.Media.Store(ctx, s.bot, ct, "avatar", strings.NewReader(string(body)))
+	if err != nil {
+		s.log.Warn("storing an avatar", "url", url, "err", err)
+		return ""
+	}
+	return mxc
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only called with maps of plain values
+	}
+	return b
+}
+
+// createLimiter counts creations per user in fixed windows.
+type createLimiter struct {
+	mu     sync.Mutex
+	window time.Time
+	counts map[string]int
+}
+
+// maxTracked bounds the limiter's memory; past it, counting starts over.
+const maxTracked = 100_000
+
+func (l *createLimiter) allow(user string, per int, window time.Duration, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= window || len(l.counts) >= maxTracked || l.counts == nil {
+		l.window, l.counts = now, map[string]int{}
+	}
+	if l.counts[user] >= per {
+		return false
+	}
+	l.counts[user]++
+	return true
+}

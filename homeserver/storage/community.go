@@ -1,0 +1,168 @@
+package storage
+
+// Queries for rooms on demand (package community): forge associations,
+// webhooks and the activity feed.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// CommunityRoom associates a room (or space) with a forge repository (or
+// owner).
+type CommunityRoom struct {
+	RoomID   string
+	Forge    string // identity provider id
+	Flavour  string // github or gitlab
+	Kind     string // repo or owner
+	Path     string
+	ForgeID  int64
+	WebURL   string
+	Private  bool
+	ParentID string // "" when none
+}
+
+const communityRoomColumns = `room_id, forge, flavour, kind, path, forge_id, web_url, private, COALESCE(parent_id, '')`
+
+func scanCommunityRoom(row pgx.Row) (*CommunityRoom, error) {
+	var c CommunityRoom
+	err := row.Scan(&c.RoomID, &c.Forge, &c.Flavour, &c.Kind, &c.Path, &c.ForgeID, &c.WebURL, &c.Private, &c.ParentID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return &c, err
+}
+
+// CommunityRoomByPath finds the room of a forge path (compared
+// case-insensitively).
+func (db *DB) CommunityRoomByPath(ctx context.Context, forge, kind, path string) (*CommunityRoom, error) {
+	return scanCommunityRoom(db.Pool.QueryRow(ctx, `SELECT `+communityRoomColumns+` FROM community_rooms
+		WHERE forge = $1 AND kind = $2 AND path_key = lower($3)`, forge, kind, path))
+}
+
+// CommunityRoomByID finds a room's association; ErrNotFound for rooms
+// community did not create.
+func (db *DB) CommunityRoomByID(ctx context.Context, roomID string) (*CommunityRoom, error) {
+	return scanCommunityRoom(db.Pool.QueryRow(ctx, `SELECT `+communityRoomColumns+` FROM community_rooms WHERE room_id = $1`, roomID))
+}
+
+// AddCommunityRoom records a new association. ErrExists: the path has a
+// room already.
+func (db *DB) AddCommunityRoom(ctx context.Context, c CommunityRoom, nowMS int64) error {
+	_, err := db.Pool.Exec(ctx, `INSERT INTO community_rooms (room_id, forge, flavour, kind, path, path_key, forge_id, web_url, private, parent_id, created_ts)
+		VALUES ($1, $2, $3, $4, $5, lower($5), $6, $7, $8, NULLIF($9, ''), $10)`,
+		c.RoomID, c.Forge, c.Flavour, c.Kind, c.Path, c.ForgeID, c.WebURL, c.Private, c.ParentID, nowMS)
+	if isUniqueViolation(err) {
+		return ErrExists
+	}
+	return err
+}
+
+// WithCommunityLock runs f holding a PostgreSQL advisory lock named by key,
+// so that one process at a time creates the room of a given forge path,
+// whichever process the requests reached.
+func (db *DB) WithCommunityLock(ctx context.Context, key string, f func() error) error {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("community:" + key))
+	lock := int64(h.Sum64())
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("community lock: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lock); err != nil {
+		return fmt.Errorf("community lock: %w", err)
+	}
+	defer func() {
+		// A cancelled ctx must not leave the lock held on a pooled
+		// connection.
+		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lock); err != nil {
+			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // closing drops the lock
+		}
+	}()
+	return f()
+}
+
+// CommunityWebhook is a webhook set up for a room.
+type CommunityWebhook struct {
+	HookID    string
+	RoomID    string
+	Flavour   string
+	Secret    string
+	CreatedBy string
+}
+
+// AddCommunityWebhook records a webhook.
+func (db *DB) AddCommunityWebhook(ctx context.Context, h CommunityWebhook, nowMS int64) error {
+	_, err := db.Pool.Exec(ctx, `INSERT INTO community_webhooks (hook_id, room_id, flavour, secret, created_by, created_ts)
+		VALUES ($1, $2, $3, $4, $5, $6)`, h.HookID, h.RoomID, h.Flavour, h.Secret, h.CreatedBy, nowMS)
+	return err
+}
+
+// CommunityWebhook looks a webhook up by id.
+func (db *DB) CommunityWebhook(ctx context.Context, hookID string) (*CommunityWebhook, error) {
+	h := CommunityWebhook{HookID: hookID}
+	err := db.Pool.QueryRow(ctx, `SELECT room_id, flavour, secret, created_by FROM community_webhooks WHERE hook_id = $1`, hookID).
+		Scan(&h.RoomID, &h.Flavour, &h.Secret, &h.CreatedBy)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return &h, err
+}
+
+// CommunityActivity is one item of a room's activity feed.
+type CommunityActivity struct {
+	ID         int64
+	RoomID     string
+	DeliveryID string
+	Kind       string
+	Actor      string
+	Summary    string
+	URL        string
+	EventID    string
+	CreatedTS  int64
+}
+
+// AddCommunityActivity records an item; false if the delivery was
+// recorded before (a redelivery), in which case nothing changes.
+func (db *DB) AddCommunityActivity(ctx context.Context, a CommunityActivity) (int64, bool, error) {
+	var id int64
+	err := db.Pool.QueryRow(ctx, `INSERT INTO community_activity (room_id, delivery_id, kind, actor, summary, url, created_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, delivery_id) DO NOTHING RETURNING id`,
+		a.RoomID, a.DeliveryID, a.Kind, a.Actor, a.Summary, a.URL, a.CreatedTS).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	return id, err == nil, err
+}
+
+// SetCommunityActivityEvent records the notice an item was posted as.
+func (db *DB) SetCommunityActivityEvent(ctx context.Context, id int64, eventID string) error {
+	_, err := db.Pool.Exec(ctx, `UPDATE community_activity SET event_id = $2 WHERE id = $1`, id, eventID)
+	return err
+}
+
+// DeleteCommunityActivity removes an item whose notice could not be sent,
+// so a redelivery may try again.
+func (db *DB) DeleteCommunityActivity(ctx context.Context, id int64) error {
+	_, err := db.Pool.Exec(ctx, `DELETE FROM community_activity WHERE id = $1`, id)
+	return err
+}
+
+// CommunityActivities lists a room's latest activity, newest first.
+func (db *DB) CommunityActivities(ctx context.Context, roomID string, limit int) ([]CommunityActivity, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT id, room_id, delivery_id, kind, actor, summary, url, COALESCE(event_id, ''), created_ts
+		FROM community_activity WHERE room_id = $1 AND event_id IS NOT NULL ORDER BY id DESC LIMIT $2`, roomID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (CommunityActivity, error) {
+		var a CommunityActivity
+		err := r.Scan(&a.ID, &a.RoomID, &a.DeliveryID, &a.Kind, &a.Actor, &a.Summary, &a.URL, &a.EventID, &a.CreatedTS)
+		return a, err
+	})
+}

@@ -148,6 +148,10 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	fed.SetLocals(federation.Locals{Rooms: rooms, Ephemeral: eph, E2EE: keys, Client: api})
+	if err := fed.Sender.Start(ctx, federation.SenderConfig{}, rooms); err != nil {
+		return nil, err
+	}
 	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med, AccountData: acct, E2EE: keys, Federation: fed}, nil
 }
 
@@ -178,7 +182,7 @@ func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 // key server, the notary and the Server-Server API. mounts add routes, behind
 // s.Federation.Authenticate where they need a signed request.
 func (s *Server) FederationHandler(mounts ...func(chi.Router)) http.Handler {
-	return s.Federation.Handler(mounts...)
+	return s.Federation.Handler(append([]func(chi.Router){s.Federation.QueryRoutes}, mounts...)...)
 }
 
 // loadOrCreateKey reads the server's signing key, creating it on first start.

@@ -87,6 +87,10 @@ type Federation interface {
 	// SendToDevice queues to-device messages (user ID → device ID or "*" →
 	// content) for server's users.
 	SendToDevice(ctx context.Context, server, sender, evType string, messages map[string]map[string]json.RawMessage) error
+	// DeviceListChanged tells the servers sharing a room with a local user
+	// that the user's devices or keys changed at stream position pos. It
+	// queues, never waits for the other servers.
+	DeviceListChanged(ctx context.Context, userID string, pos int64)
 }
 
 // RemoteKeys is a remote server's answer to a key query.
@@ -203,6 +207,7 @@ func (s *Service) isLocal(userID string) bool {
 func (s *Service) announce(ctx context.Context, userID string, pos int64) {
 	if s.isLocal(userID) {
 		s.notifier.NotifyUser(userID, pos)
+		s.announceRemotely(ctx, userID, pos)
 	}
 	users, err := s.db.UsersSharingRoomsWith(ctx, userID)
 	if err != nil {

@@ -44,6 +44,8 @@ type Service struct {
 
 	counter Counter
 	unread  map[string]map[string]*unreadEntry // user → room
+	out     Outbound                           // nil: no federation
+
 
 	// Where receipts last changed, so a sync that nothing concerns skips
 	// the receipts queries. Positions before startPos are unknown here.
@@ -130,6 +132,7 @@ func (s *Service) putTyping(w http.ResponseWriter, r *http.Request) {
 	}
 	timeout := min(max(time.Duration(req.Timeout)*time.Millisecond, time.Second), maxTypingTimeout)
 	s.setTyping(roomID, userID, *req.Typing, timeout)
+	s.federate(ctx, []string{roomID}, "m.typing", map[string]any{"room_id": roomID, "user_id": userID, "typing": *req.Typing})
 	httpapi.Respond(w, http.StatusOK, struct{}{})
 }
 
@@ -209,6 +212,18 @@ func (s *Service) receipt(ctx context.Context, roomID, userID, typ, threadID, ev
 	if err := s.requireJoined(ctx, roomID, userID); err != nil {
 		return err
 	}
+	ts := time.Now().UnixMilli()
+	if err := s.storeReceipt(ctx, roomID, userID, typ, threadID, eventID, ts); err != nil {
+		return err
+	}
+	if typ == "m.read" {
+		s.federate(ctx, []string{roomID}, "m.receipt", receiptEDU(roomID, userID, threadID, eventID, ts))
+	}
+	return nil
+}
+
+// storeReceipt records a receipt of a user known to be joined to the room.
+func (s *Service) storeReceipt(ctx context.Context, roomID, userID, typ, threadID, eventID string, ts int64) error {
 	if threadID != "" && threadID != "main" && !strings.HasPrefix(threadID, "$") {
 		return httpapi.InvalidParam("thread_id must be main or an event ID")
 	}
@@ -225,7 +240,7 @@ func (s *Service) receipt(ctx context.Context, roomID, userID, typ, threadID, ev
 	}
 	pos := s.tracker.Reserve()
 	_, err = s.db.PutReceipt(ctx, nid, storage.Receipt{UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID,
-		EventPos: evPos, TS: time.Now().UnixMilli(), StreamPos: pos})
+		EventPos: evPos, TS: ts, StreamPos: pos})
 	if err == nil {
 		s.mu.Lock()
 		s.userReceiptPos[userID] = pos
@@ -282,15 +297,9 @@ func (s *Service) putPresence(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	s.bump(func(pos int64) {
-		s.presence[userID] = presenceState{Presence: req.Presence, StatusMsg: req.StatusMsg, LastActive: time.Now().UnixMilli()}
-		s.presencePos[userID] = pos
-	}, func(pos int64) {
-		s.syncer.NotifyUser(userID, pos)
-		for _, roomID := range rooms {
-			s.syncer.NotifyRoom(roomID, pos)
-		}
-	})
+	p := presenceState{Presence: req.Presence, StatusMsg: req.StatusMsg, LastActive: time.Now().UnixMilli()}
+	s.setPresence(userID, p, rooms)
+	s.federate(r.Context(), rooms, "m.presence", map[string]any{"push": []any{presenceEDU(userID, p)}})
 	httpapi.Respond(w, http.StatusOK, struct{}{})
 }
 

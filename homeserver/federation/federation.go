@@ -76,6 +76,7 @@ type Service struct {
 	Keys     *KeyRing
 	// Sender delivers PDUs and EDUs to other servers once started.
 	Sender *Sender
+	locals Locals // set by SetLocals
 
 	ownMu   sync.Mutex
 	ownBody []byte // our signed key response, see ownKeyResponse

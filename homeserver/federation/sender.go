@@ -94,7 +94,8 @@ func newSender(origin string, db *storage.DB, client *Client, now func() time.Ti
 
 // Start begins delivery: it resumes the queues left by the previous run and,
 // if rooms is not nil, queues every event of a local user for the other
-// servers of its room. It stops when ctx ends or at Stop.
+// servers of its room. ctx is for reading the queues; delivery goes on
+// until Stop.
 func (s *Sender) Start(ctx context.Context, cfg SenderConfig, rooms Rooms) error {
 	cfg.MaxPDUs = orDefault(cfg.MaxPDUs, defaultMaxPDUs)
 	cfg.MaxEDUs = orDefault(cfg.MaxEDUs, defaultMaxEDUs)
@@ -126,13 +127,6 @@ func (s *Sender) Start(ctx context.Context, cfg SenderConfig, rooms Rooms) error
 	}
 	s.mu.Unlock()
 
-	go func() {
-		select {
-		case <-ctx.Done():
-			s.Stop()
-		case <-s.ctx.Done():
-		}
-	}()
 	for _, dest := range queued {
 		s.kick(dest)
 	}

@@ -132,7 +132,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func pdu(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
-func edu(i int) []byte { return []byte(fmt.Sprintf(`{"edu_type":"m.test","content":{"n":%d}}`, i)) }
+func testEDU(i int) []byte { return []byte(fmt.Sprintf(`{"edu_type":"m.test","content":{"n":%d}}`, i)) }
 
 var fastRetries = SenderConfig{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Timeout: 2 * time.Second}
 
@@ -160,7 +160,7 @@ func TestSenderBatchesInOrder(t *testing.T) {
 		}
 	}
 	for i := range 150 {
-		if err := s.Queue(ctx, []string{b.name}, nil, [][]byte{edu(i)}); err != nil {
+		if err := s.Queue(ctx, []string{b.name}, nil, [][]byte{testEDU(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +178,7 @@ func TestSenderBatchesInOrder(t *testing.T) {
 		}
 	}
 	for i := range edus {
-		if edus[i] != string(edu(i)) {
+		if edus[i] != string(testEDU(i)) {
 			t.Fatalf("EDU %d is %s", i, edus[i])
 		}
 	}
@@ -212,7 +212,7 @@ func TestSenderRetriesFailures(t *testing.T) {
 				cfg.Timeout = 50 * time.Millisecond
 			}
 			s := startSender(t, a, cfg, nil)
-			if err := s.Queue(context.Background(), []string{b.name}, [][]byte{pdu(1)}, [][]byte{edu(1)}); err != nil {
+			if err := s.Queue(context.Background(), []string{b.name}, [][]byte{pdu(1)}, [][]byte{testEDU(1)}); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "three failed attempts", func() bool { return b.attemptCount() >= 3 })

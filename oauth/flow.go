@@ -74,7 +74,7 @@ func (s *Service) ssoRedirect(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.startFlow(w, r, idp, "sso", target.String(), "")
+	s.startFlow(w, r, idp, "sso", target.String(), "", nil)
 }
 
 // pickProvider shows a button per identity provider, as the spec allows
@@ -96,8 +96,8 @@ func (s *Service) webLogin(w http.ResponseWriter, r *http.Request) {
 	if !localPath(next) {
 		next = "/"
 	}
-	linkTo := ""
-	if r.URL.Query().Get("link") != "" {
+	linkTo, private := "", r.URL.Query().Get("private") != ""
+	if r.URL.Query().Get("link") != "" || private {
 		userID, err := s.SessionUser(r)
 		if err != nil {
 			s.fail(w, r, err)
@@ -109,7 +109,14 @@ func (s *Service) webLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		linkTo = userID
 	}
-	s.startFlow(w, r, chi.URLParam(r, "idp"), "web", next, linkTo)
+	var scopes []string
+	if p := s.provider(chi.URLParam(r, "idp")); p != nil && private {
+		// Opting in to private repositories: the forge is asked again,
+		// with the extra scope, for the account already linked (or
+		// linked now).
+		scopes = p.withPrivateScope()
+	}
+	s.startFlow(w, r, chi.URLParam(r, "idp"), "web", next, linkTo, scopes)
 }
 
 // localPath reports whether p is a path on this site, so that returning to
@@ -120,8 +127,9 @@ func localPath(p string) bool {
 }
 
 // startFlow records the flow and sends the browser to the forge. linkTo,
-// if set, is the signed-in account the forge identity is to be linked to.
-func (s *Service) startFlow(w http.ResponseWriter, r *http.Request, idp, purpose, returnTo, linkTo string) {
+// if set, is the signed-in account the forge identity is to be linked to;
+// scopes, if set, replace the provider's sign-in scopes.
+func (s *Service) startFlow(w http.ResponseWriter, r *http.Request, idp, purpose, returnTo, linkTo string, scopes []string) {
 	p := s.provider(idp)
 	if p == nil {
 		s.fail(w, r, flowError(http.StatusNotFound, "This server does not offer signing in with %q.", idp))
@@ -144,7 +152,11 @@ func (s *Service) startFlow(w http.ResponseWriter, r *http.Request, idp, purpose
 	}
 	// PKCE even where the client secret already authenticates Plaza: it
 	// also stops a code stolen on its way back from being redeemed.
-	http.Redirect(w, r, p.oauth.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier)), http.StatusFound)
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	if scopes != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(scopes, " ")))
+	}
+	http.Redirect(w, r, p.oauth.AuthCodeURL(state, opts...), http.StatusFound)
 }
 
 // callback is where the forge sends the browser back.
@@ -159,6 +171,10 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 	c, err := r.Cookie(browserCookie)
 	if err != nil || q.Get("state") == "" {
 		s.fail(w, r, flowError(http.StatusBadRequest, "This sign-in did not start in this browser. Please start again."))
+		return
+	}
+	if fl, ok := s.reauth.take(q.Get("state"), c.Value, s.cfg.Now()); ok && fl.idp == p.id {
+		s.finishReauth(w, r, p, fl)
 		return
 	}
 	pending, err := s.hs.DB.TakeOAuthPending(ctx, "authorize", q.Get("state"), c.Value, s.nowMS())
@@ -290,8 +306,9 @@ func (s *Service) sendLoginToken(w http.ResponseWriter, r *http.Request, userID 
 
 // identity is the row that maps a forge user, with the forge's token
 // sealed for the community features' later calls.
-func (s *Service) identity(p *provider, fu forgeUser, tok *oauth2.Token) (storage.OAuthIdentity, error) {
-	ident := storage.OAuthIdentity{IDP: p.id, ForgeUserID: fu.ID, Login: fu.Login, Scopes: strings.Join(p.oauth.Scopes, " ")}
+// Its scopes are those the forge granted, or requested if it did not say.
+func (s *Service) identity(p *provider, fu forgeUser, tok *oauth2.Token, requested []string) (storage.OAuthIdentity, error) {
+	ident := storage.OAuthIdentity{IDP: p.id, ForgeUserID: fu.ID, Login: fu.Login, Scopes: grantedScopes(tok, requested)}
 	raw, err := json.Marshal(tok)
 	if err != nil {
 		return ident, err
@@ -304,7 +321,7 @@ func (s *Service) identity(p *provider, fu forgeUser, tok *oauth2.Token) (storag
 // mapped elsewhere stays where it is, and an account keeps one identity per
 // forge: moving either silently would hand one person's account to another.
 func (s *Service) link(ctx context.Context, p *provider, fu forgeUser, tok *oauth2.Token, userID string) error {
-	ident, err := s.identity(p, fu, tok)
+	ident, err := s.identity(p, fu, tok, p.oauth.Scopes)
 	if err != nil {
 		return err
 	}
@@ -312,6 +329,7 @@ func (s *Service) link(ctx context.Context, p *provider, fu forgeUser, tok *oaut
 	existing, err := s.hs.DB.OAuthIdentity(ctx, p.id, fu.ID)
 	switch {
 	case err == nil && existing.UserID == userID:
+		keepPrivateToken(p, existing, &ident)
 		return s.hs.DB.UpdateOAuthIdentity(ctx, ident, s.nowMS())
 	case err == nil:
 		return flowError(http.StatusConflict, "The %s account %s already signs in to another account (%s).", p.name, fu.Login, existing.UserID)
@@ -341,7 +359,7 @@ func (s *Service) link(ctx context.Context, p *provider, fu forgeUser, tok *oaut
 // sign-in, and keeps the forge's access token (sealed) for later calls.
 func (s *Service) account(ctx context.Context, p *provider, fu forgeUser, tok *oauth2.Token) (string, error) {
 	db := s.hs.DB
-	ident, err := s.identity(p, fu, tok)
+	ident, err := s.identity(p, fu, tok, p.oauth.Scopes)
 	if err != nil {
 		return "", err
 	}
@@ -355,6 +373,10 @@ func (s *Service) account(ctx context.Context, p *provider, fu forgeUser, tok *o
 		if acct.Deactivated {
 			return "", flowError(http.StatusForbidden, "The account %s has been deactivated.", acct.UserID)
 		}
+		// A plain sign-in asks for the minimal scopes; where the person
+		// opted in to private repositories, the token that can read them
+		// is kept rather than replaced by a narrower one.
+		keepPrivateToken(p, existing, &ident)
 		// The login may have changed (a rename); the account stays.
 		return existing.UserID, db.UpdateOAuthIdentity(ctx, ident, s.nowMS())
 	}

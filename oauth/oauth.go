@@ -18,6 +18,7 @@
 //	POST /_plaza/oauth/confirm                                           "Continue to <host>?"
 //	GET  /_plaza/session                                                 who is signed in (JSON)
 //	POST /_plaza/logout                                                  sign out of the web site
+//	GET  /_matrix/client/v3/auth/m.login.sso/fallback/web?session=…      the m.login.sso UIA stage (uia.go)
 //	     /_plaza/demo-forge/…                                            the demo forge (demo mode only)
 //
 // # Accounts
@@ -137,6 +138,7 @@ type Service struct {
 	demo      *fakeforge.Forge // nil unless the demo forge is offered
 	pages     *template.Template
 	starts    startLimiter
+	reauth    reauthFlows // m.login.sso UIA flows under way (uia.go)
 	log       *slog.Logger
 }
 
@@ -193,6 +195,9 @@ func New(cfg Config, hs *homeserver.Server) (*Service, error) {
 		idps[i] = clientapi.IdentityProvider{ID: p.id, Name: p.name, Brand: p.brand}
 	}
 	hs.Client.SetIdentityProviders(idps)
+	if len(s.providers) > 0 {
+		hs.Client.SetSSOReauth(s.canReauthenticate)
+	}
 	return s, nil
 }
 
@@ -212,6 +217,7 @@ func (s *Service) Handler(next http.Handler) http.Handler {
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
 		r.Get(prefix+"/login/sso/redirect", s.ssoRedirect)
 		r.Get(prefix+"/login/sso/redirect/{idp}", s.ssoRedirect)
+		r.Get(prefix+"/auth/m.login.sso/fallback/web", s.uiaFallback)
 	}
 	r.Get("/_plaza/login/{idp}", s.webLogin)
 	r.Get("/_plaza/oauth/{idp}/callback", s.callback)

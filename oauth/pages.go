@@ -46,23 +46,46 @@ Only continue if you were signing in to that app yourself.</p>
 <button type="submit" name="cancel" value="1">Cancel</button>
 </form>
 </body></html>
+{{end}}
+{{define "done"}}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta name="referrer" content="no-referrer"><title>Confirmed · Plaza</title></head>
+<body>
+<h1>Confirmed</h1>
+<p>Thank you. You can close this page and return to your app.</p>
+<script>{{.}}</script>
+</body></html>
 {{end}}`)
 }
 
-func setPageHeaders(w http.ResponseWriter, status int) {
+// setPageHeaders sets a page's headers; extraCSP adds directives to its
+// Content-Security-Policy (which otherwise allows no script at all).
+func setPageHeaders(w http.ResponseWriter, status int, extraCSP ...string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	// The confirmation page must not be framed: a hidden frame could click
 	// "Continue" for the person (clickjacking).
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	csp := "default-src 'none'; frame-ancestors 'none'"
+	for _, d := range extraCSP {
+		csp += "; " + d
+	}
+	h.Set("Content-Security-Policy", csp)
 	w.WriteHeader(status)
 }
 
 func (s *Service) renderPage(w http.ResponseWriter, status int, p page) {
 	setPageHeaders(w, status)
 	_ = s.pages.Execute(w, p)
+}
+
+// renderDone is the UIA fallback's completion page: the spec's script tells
+// the client (onAuthDone in an embedded browser, or a message to the window
+// that opened it) to retry its request.
+func (s *Service) renderDone(w http.ResponseWriter) {
+	setPageHeaders(w, http.StatusOK, "script-src "+authDoneScriptHash())
+	_ = s.pages.ExecuteTemplate(w, "done", template.JS(authDoneScript))
 }
 
 func (s *Service) renderConfirm(w http.ResponseWriter, p confirmPage) {

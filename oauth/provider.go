@@ -24,6 +24,9 @@ type provider struct {
 	// identity fetches the signed-in user with an access token.
 	identity func(ctx context.Context, p *provider, tok *oauth2.Token) (forgeUser, error)
 	apiURL   string // GitHub's API base, or GitLab's web base (go-gitlab appends /api/v4)
+	// privateScope is the extra scope that lets Plaza read private
+	// repositories, asked for only after the user opts in (scopes.go).
+	privateScope string
 }
 
 // forgeUser is who signed in, as the forge describes them.
@@ -43,7 +46,7 @@ func newGitHub(id, name, brand, suffix string, c ForgeConfig, client *http.Clien
 	return &provider{id: id, name: name, brand: brand, suffix: suffix, client: client, apiURL: api,
 		oauth: oauth2.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: callback, Scopes: githubScopes(),
 			Endpoint: oauth2.Endpoint{AuthURL: web + "/login/oauth/authorize", TokenURL: web + "/login/oauth/access_token", AuthStyle: oauth2.AuthStyleInParams}},
-		identity: githubUser}
+		identity: githubUser, privateScope: "repo"}
 }
 
 func newGitLab(id, name, brand, suffix string, c ForgeConfig, client *http.Client, callback string) *provider {
@@ -51,7 +54,7 @@ func newGitLab(id, name, brand, suffix string, c ForgeConfig, client *http.Clien
 	return &provider{id: id, name: name, brand: brand, suffix: suffix, client: client, apiURL: web,
 		oauth: oauth2.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: callback, Scopes: gitlabScopes(),
 			Endpoint: oauth2.Endpoint{AuthURL: web + "/oauth/authorize", TokenURL: web + "/oauth/token", AuthStyle: oauth2.AuthStyleInParams}},
-		identity: gitlabUser}
+		identity: gitlabUser, privateScope: "read_api"}
 }
 
 // exchange redeems an authorization code, proving the PKCE verifier.

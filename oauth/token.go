@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"golang.org/x/oauth2"
 
@@ -19,6 +20,12 @@ type ForgeIdentity struct {
 	ForgeUserID int64
 	Login       string
 	Token       *oauth2.Token
+	// Scopes the forge granted the token.
+	Scopes []string
+	// PrivateRepos: the person opted in to Plaza reading their private
+	// repositories (the token carries GitHub's repo or GitLab's read_api
+	// scope). Without it, treat private repositories as invisible.
+	PrivateRepos bool
 }
 
 // ForgeIdentity returns userID's identity on the forge idp, with its
@@ -32,7 +39,10 @@ func (s *Service) ForgeIdentity(ctx context.Context, userID, idp string) (*Forge
 		if i.IDP != idp {
 			continue
 		}
-		out := &ForgeIdentity{IDP: i.IDP, ForgeUserID: i.ForgeUserID, Login: i.Login}
+		out := &ForgeIdentity{IDP: i.IDP, ForgeUserID: i.ForgeUserID, Login: i.Login, Scopes: strings.Fields(i.Scopes)}
+		if p := s.provider(i.IDP); p != nil {
+			out.PrivateRepos = p.hasPrivateScope(i.Scopes)
+		}
 		if i.AccessToken == nil || s.sealer == nil {
 			return out, nil
 		}

@@ -454,28 +454,11 @@ func (a *API) logoutAll(w http.ResponseWriter, r *http.Request) {
 	httpapi.Respond(w, http.StatusOK, struct{}{})
 }
 
-// checkPasswordUIA runs the m.login.password stage for sensitive operations.
-// It returns nil when the request proves the password.
+// checkPasswordUIA runs user-interactive auth for sensitive operations:
+// m.login.password, or m.login.sso for accounts that sign in with a forge
+// (checkUserUIA, in sso.go). It returns nil when the request may go ahead.
 func (a *API) checkPasswordUIA(r *http.Request, rq *httpapi.Requester, auth *authDict) error {
-	flows := [][]string{{"m.login.password"}}
-	if auth == nil || auth.Type == "" {
-		return uiaChallenge(auth.sessionOrNew(), flows, nil, nil)
-	}
-	if auth.Type != "m.login.password" {
-		return uiaChallenge(auth.sessionOrNew(), flows, nil, httpapi.Forbidden("unsupported auth type %q", auth.Type))
-	}
-	uid, merr := a.userIDFrom(auth.Identifier, auth.User)
-	if merr != nil || uid != rq.UserID {
-		return uiaChallenge(auth.sessionOrNew(), flows, nil, httpapi.Forbidden("invalid password"))
-	}
-	acct, err := a.db.AccountByUserID(r.Context(), rq.UserID)
-	if err != nil {
-		return err
-	}
-	if !password.Check(acct.PasswordHash, auth.Password) {
-		return uiaChallenge(auth.sessionOrNew(), flows, nil, httpapi.Forbidden("invalid password"))
-	}
-	return nil
+	return a.checkUserUIA(r, rq, auth)
 }
 
 func (a *API) changePassword(w http.ResponseWriter, r *http.Request) {

@@ -44,7 +44,7 @@ func (s *Service) browserID(w http.ResponseWriter, r *http.Request) string {
 	}
 	v := randomToken()
 	http.SetCookie(w, &http.Cookie{Name: browserCookie, Value: v, Path: "/_plaza/oauth/", MaxAge: int(flowLifetime.Seconds()) * 6,
-		HttpOnly: true, Secure: s.secure(), SameSite: http.SameSiteLaxMode})
+		HttpOnly: true, Secure: s.secure(r), SameSite: http.SameSiteLaxMode})
 	return v
 }
 

@@ -13,7 +13,9 @@
 // Endpoints:
 //
 //	GET  /_matrix/client/v3/login/sso/redirect[/{idpId}]?redirectUrl=…   start SSO
-//	GET  /_plaza/login/{idp}?next=/path                                  start web sign-in
+//	GET  /_plaza/login?next=/path                                        "Sign in with …" buttons
+//	GET  /_plaza/login/{idp}?next=/path                                  start web sign-in (link=1: link it; private=1: allow private repos)
+//	GET  /_plaza/account                                                 the signed-in person's account page
 //	GET  /_plaza/oauth/{idp}/callback                                    the forge's redirect back
 //	POST /_plaza/oauth/confirm                                           "Continue to <host>?"
 //	GET  /_plaza/session                                                 who is signed in (JSON)
@@ -219,7 +221,9 @@ func (s *Service) Handler(next http.Handler) http.Handler {
 		r.Get(prefix+"/login/sso/redirect/{idp}", s.ssoRedirect)
 		r.Get(prefix+"/auth/m.login.sso/fallback/web", s.uiaFallback)
 	}
+	r.Get("/_plaza/login", s.loginPicker)
 	r.Get("/_plaza/login/{idp}", s.webLogin)
+	r.Get("/_plaza/account", s.accountPage)
 	r.Get("/_plaza/oauth/{idp}/callback", s.callback)
 	r.Post("/_plaza/oauth/confirm", s.confirm)
 	r.Get("/_plaza/session", s.session)
@@ -246,8 +250,12 @@ func (s *Service) callbackURL(idp string) string {
 }
 
 // secure reports whether cookies must be Secure: when Plaza is served over
-// https.
-func (s *Service) secure() bool { return s.public.Scheme == "https" }
+// https, by its public URL, by the connection, or by a TLS-terminating
+// proxy's X-Forwarded-Proto. The header is not trusted for anything else:
+// a forged one can only make a browser keep the cookie off plain http.
+func (s *Service) secure(r *http.Request) bool {
+	return s.public.Scheme == "https" || r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
 
 func (s *Service) nowMS() int64 { return s.cfg.Now().UnixMilli() }
 

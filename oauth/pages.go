@@ -24,7 +24,7 @@ type confirmPage struct {
 
 // parsePages parses the pages (once, in New).
 func parsePages() (*template.Template, error) {
-	return template.New("page").Parse(`<!doctype html>
+	t, err := template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <meta name="referrer" content="no-referrer"><title>{{.Title}} · Plaza</title></head>
 <body>
@@ -56,6 +56,13 @@ Only continue if you were signing in to that app yourself.</p>
 <script>{{.}}</script>
 </body></html>
 {{end}}`)
+	if err != nil {
+		return nil, err
+	}
+	if err := parseAccountPage(t); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // setPageHeaders sets a page's headers; extraCSP adds directives to its

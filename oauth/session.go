@@ -29,7 +29,7 @@ func (s *Service) startSession(w http.ResponseWriter, r *http.Request, userID st
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: "/", MaxAge: int(s.cfg.SessionLifetime.Seconds()),
-		HttpOnly: true, Secure: s.secure(), SameSite: http.SameSiteLaxMode})
+		HttpOnly: true, Secure: s.secure(r), SameSite: http.SameSiteLaxMode})
 	return nil
 }
 
@@ -104,7 +104,8 @@ func (s *Service) session(w http.ResponseWriter, r *http.Request) {
 }
 
 // logout answers POST /_plaza/logout: the session ends and its cookie is
-// cleared. A plain form post returns to the home page; a script gets JSON.
+// cleared. A plain form post returns to its next field (a local path) or
+// the home page; a script gets JSON.
 func (s *Service) logout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
 		if err := s.hs.DB.DeleteWebSession(r.Context(), c.Value); err != nil {
@@ -114,9 +115,14 @@ func (s *Service) logout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: s.secure(), SameSite: http.SameSiteLaxMode})
+		HttpOnly: true, Secure: s.secure(r), SameSite: http.SameSiteLaxMode})
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		http.Redirect(w, r, "/", http.StatusSeeOther)
+		next := "/"
+		r.Body = http.MaxBytesReader(w, r.Body, 4096)
+		if err := r.ParseForm(); err == nil && localPath(r.PostForm.Get("next")) {
+			next = r.PostForm.Get("next")
+		}
+		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})

@@ -6,6 +6,7 @@
 #   make fuzz     a short run of every Fuzz target (FUZZTIME=30s for longer)
 #   make bench    every benchmark (BENCH=regexp, BENCHTIME=…, PKGS=… to narrow)
 #   make clean    remove build output
+#   make generate regenerate templ's *_templ.go from templates/*.templ
 #   make docker   the container image (Dockerfile), tagged plaza:latest; needs Docker
 #   make docker-base  a local Debian bookworm base image (debootstrap), for hosts that cannot pull one
 #   make complement   run Complement (COMPLEMENT_DIR=checkout) against plaza:latest; needs Docker
@@ -24,7 +25,7 @@ FUZZTIME     ?= 10s
 BENCH        ?= .
 BENCHTIME    ?= 1s
 
-.PHONY: all build run test fuzz bench clean postgres docker docker-base complement chromium
+.PHONY: all build run test fuzz bench clean postgres generate docker docker-base complement chromium
 
 all: build
 
@@ -67,6 +68,12 @@ bench: postgres
 
 clean:
 	rm -rf bin
+
+# templ's generator, pinned to the module's version of github.com/a-h/templ.
+TEMPL_VERSION := $(shell $(GO) list -m -f '{{.Version}}' github.com/a-h/templ)
+
+generate:
+	$(GO) run github.com/a-h/templ/cmd/templ@$(TEMPL_VERSION) generate -path templates
 
 # The container image. The binary is built here without cgo and copied in,
 # so the image build needs no Go toolchain. BASE is the Debian bookworm image

@@ -16,6 +16,7 @@ import (
 
 	"plaza/homeserver"
 	"plaza/peek"
+	"plaza/web"
 )
 
 const serveUsage = `Usage: plaza serve [--config FILE] [--demo] [--log-format FORMAT]
@@ -174,6 +175,12 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 		return nil // stopped during start-up: do not start serving
 	}
 	previews := peek.New(hs, peek.Config{})
+	// The web site (room pages for anonymous visitors, live streams, the
+	// composer) serves from the previews' snapshot cache.
+	site, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Log: log})
+	if err != nil {
+		return fmt.Errorf("starting the web site: %w", err)
+	}
 
 	// Shutdown ends GET and HEAD requests at once (reads, chiefly /sync
 	// long-polls that would otherwise hold the server for their whole
@@ -181,7 +188,7 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	stopping, stopReads := context.WithCancel(context.Background())
 	defer stopReads()
 	srv := &http.Server{
-		Handler:           endReadsOnShutdown(signIn.Handler(hs.Handler(previews.Routes)), stopping),
+		Handler:           endReadsOnShutdown(signIn.Handler(hs.Handler(previews.Routes, site.Routes)), stopping),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,

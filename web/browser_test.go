@@ -1,0 +1,135 @@
+package web_test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds the browser `make test` installs
+// (scripts/ensure-chromium.sh); CHROME_PATH overrides it.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CHROME_PATH"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no Chromium installed: run scripts/ensure-chromium.sh (make test does)")
+	return ""
+}
+
+// browser starts a headless Chromium; javascript false disables scripts.
+func browser(t *testing.T, javascript bool) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	ctx, cancel3 := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(cancel3)
+	if !javascript {
+		if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ctx
+}
+
+// waitText waits until the page's message list contains want.
+func waitText(ctx context.Context, want string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		text, err := chromedp.Run(ctx, chromedp.TextContent("#timeline"))
+		if err != nil {
+			return err
+		}
+		if strings.Contains(text, want) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestBrowserSeesMessagesLive is the issue's proof: a headless Chromium
+// opens a room page and sees the last messages, then sees a message sent
+// through the client API appear live, and, with JavaScript disabled, sees
+// it after a reload.
+func TestBrowserSeesMessagesLive(t *testing.T) {
+	chromiumPath(t) // skips the test early when there is no browser
+	t.Parallel()
+	s := newSite(t, nil)
+	alice := s.register("alice")
+	roomID := alice.createRoom("browsed", "Browsed room", "Read me in a browser", "world_readable")
+	alice.send(roomID, text("an earlier message"))
+	alice.send(roomID, text("the latest message before the visit"))
+	page := s.URL + "/room/" + url.PathEscape(roomID)
+
+	ctx := browser(t, true)
+	if err := chromedp.Do(ctx, chromedp.Navigate(page), chromedp.WaitVisible("#timeline")); err != nil {
+		t.Fatal(err)
+	}
+	title, err := chromedp.Run(ctx, chromedp.Title())
+	if err != nil {
+		t.Fatal(err)
+	}
+	heading, err := chromedp.Run(ctx, chromedp.Text("h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if heading != "Browsed room" || !strings.Contains(title, "Browsed room") {
+		t.Errorf("heading %q, title %q", heading, title)
+	}
+	if err := waitText(ctx, "the latest message before the visit", 5*time.Second); err != nil {
+		t.Fatalf("the last messages are not on the page: %v", err)
+	}
+	// The script marks the page once its live stream is open (the server
+	// answers only after registering the viewer).
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(`#room[data-connected="1"]`)); err != nil {
+		t.Fatalf("the page never opened its live stream: %v", err)
+	}
+
+	sent := time.Now()
+	alice.send(roomID, text("sent live through the client API"))
+	// The issue asks for under a second; the wait is longer so that a
+	// loaded machine does not fail the test, and the figure is logged.
+	if err := waitText(ctx, "sent live through the client API", 10*time.Second); err != nil {
+		t.Fatalf("the live message never appeared: %v", err)
+	}
+	t.Logf("live message appeared in the browser %v after the client API returned", time.Since(sent).Round(time.Millisecond))
+
+	noJS := browser(t, false)
+	if err := chromedp.Do(noJS, chromedp.Navigate(page), chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	text, err := chromedp.Run(noJS, chromedp.TextContent("#timeline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, "sent live through the client API") || !strings.Contains(text, "an earlier message") {
+		t.Errorf("without JavaScript, after a reload, the page shows %q", text)
+	}
+}

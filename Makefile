@@ -85,9 +85,10 @@ docker:
 	docker build --build-arg BASE=$(BASE) -t $(IMAGE) .
 
 # A minimal Debian bookworm image made from Debian's packages with
-# debootstrap, tagged BASE_IMAGE; then: make docker BASE=$(BASE_IMAGE).
+# debootstrap (from its default mirror unless DEBIAN_MIRROR is set), tagged
+# BASE_IMAGE; then: make docker BASE=$(BASE_IMAGE).
 BASE_IMAGE     ?= plaza-local/debian:bookworm
-DEBIAN_MIRROR  ?= http://deb.debian.org/debian
+DEBIAN_MIRROR  ?=
 docker-base:
 	@command -v debootstrap >/dev/null || { echo "docker-base: install debootstrap (apt-get install debootstrap)" >&2; exit 1; }
 	rootfs=$$(mktemp -d) && trap 'rm -rf "$$rootfs"' EXIT && \

@@ -395,6 +395,23 @@ func TestDemoAllowsLocalhost(t *testing.T) {
 	if got := e.loginWith(u.Query().Get("loginToken")); got != "@bob-dev:plaza.test" {
 		t.Fatalf("demo sign-in: %s", got)
 	}
+
+	// Community reaches the in-process demo forge's API as sign-in does.
+	api, ok := e.svc.ForgeAPI("demo")
+	if !ok || api.Flavour != "github" || api.APIURL != e.url+"/_plaza/demo-forge/github/api/" {
+		t.Fatalf("ForgeAPI(demo) = %+v, %v", api, ok)
+	}
+	resp, err := api.HTTP.Get(api.APIURL + "repos/acme/widget")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the demo forge's repository through ForgeAPI: %d", resp.StatusCode)
+	}
+	if _, ok := e.svc.ForgeAPI("github"); ok {
+		t.Fatal("ForgeAPI offers a forge that is not configured")
+	}
 }
 
 // lastForgeURL is the forge page the browser was last sent to.

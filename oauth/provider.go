@@ -16,6 +16,7 @@ import (
 // ask the forge who signed in.
 type provider struct {
 	id, name, brand string
+	flavour         string // github or gitlab: which API the forge speaks
 	// suffix tells this forge's accounts apart when a localpart is taken
 	// (see localpartCandidates).
 	suffix string
@@ -43,7 +44,7 @@ func newGitHub(id, name, brand, suffix string, c ForgeConfig, client *http.Clien
 	if !strings.HasSuffix(api, "/") {
 		api += "/"
 	}
-	return &provider{id: id, name: name, brand: brand, suffix: suffix, client: client, apiURL: api,
+	return &provider{id: id, name: name, brand: brand, flavour: "github", suffix: suffix, client: client, apiURL: api,
 		oauth: oauth2.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: callback, Scopes: githubScopes(),
 			Endpoint: oauth2.Endpoint{AuthURL: web + "/login/oauth/authorize", TokenURL: web + "/login/oauth/access_token", AuthStyle: oauth2.AuthStyleInParams}},
 		identity: githubUser, privateScope: "repo"}
@@ -51,7 +52,7 @@ func newGitHub(id, name, brand, suffix string, c ForgeConfig, client *http.Clien
 
 func newGitLab(id, name, brand, suffix string, c ForgeConfig, client *http.Client, callback string) *provider {
 	web := strings.TrimRight(c.URL, "/")
-	return &provider{id: id, name: name, brand: brand, suffix: suffix, client: client, apiURL: web,
+	return &provider{id: id, name: name, brand: brand, flavour: "gitlab", suffix: suffix, client: client, apiURL: web,
 		oauth: oauth2.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, RedirectURL: callback, Scopes: gitlabScopes(),
 			Endpoint: oauth2.Endpoint{AuthURL: web + "/oauth/authorize", TokenURL: web + "/oauth/token", AuthStyle: oauth2.AuthStyleInParams}},
 		identity: gitlabUser, privateScope: "read_api"}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -57,4 +58,25 @@ func (s *Service) ForgeIdentity(ctx context.Context, userID, idp string) (*Forge
 		return out, nil
 	}
 	return nil, storage.ErrNotFound
+}
+
+// ForgeAPI is how to call a forge's REST API as sign-in does: for
+// community's forge client (community/forge.Config), so that rooms on
+// demand ask the same forge people sign in with, the demo forge included.
+type ForgeAPI struct {
+	// Flavour is github or gitlab (the demo forge is a GitHub).
+	Flavour string
+	// APIURL is GitHub's REST API base, or GitLab's web base.
+	APIURL string
+	// HTTP reaches it (the demo forge is served in process).
+	HTTP *http.Client
+}
+
+// ForgeAPI returns the API of the identity provider idp, if it is offered.
+func (s *Service) ForgeAPI(idp string) (ForgeAPI, bool) {
+	p := s.provider(idp)
+	if p == nil {
+		return ForgeAPI{}, false
+	}
+	return ForgeAPI{Flavour: p.flavour, APIURL: p.apiURL, HTTP: p.client}, true
 }

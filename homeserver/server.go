@@ -149,6 +149,7 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 		return nil, err
 	}
 	fed.SetLocals(federation.Locals{Rooms: rooms, Ephemeral: eph, E2EE: keys, Client: api})
+	api.SetRemoteProfile(fed.ProfileForClient)
 	if err := fed.Sender.Start(ctx, federation.SenderConfig{}, rooms); err != nil {
 		return nil, err
 	}

@@ -63,6 +63,7 @@ type API struct {
 	aliasResolver AliasResolver
 	joinGate      JoinGate
 	remote        Remote
+	remoteProfile RemoteProfile // nil: remote profiles are not found
 }
 
 // New builds the API.

@@ -41,8 +41,14 @@ func (a *API) profileOf(ctx context.Context, userID string) (*storage.Account, e
 		return nil, httpapi.InvalidParam("invalid user ID")
 	}
 	if u.ServerName != a.cfg.ServerName {
-		// Remote profiles arrive with federation.
-		return nil, httpapi.NotFound("profile not found")
+		if a.remoteProfile == nil {
+			return nil, httpapi.NotFound("profile not found")
+		}
+		dn, av, err := a.remoteProfile(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		return &storage.Account{UserID: userID, DisplayName: dn, AvatarURL: av}, nil
 	}
 	acct, err := a.db.AccountByUserID(ctx, userID)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && acct.Deactivated) {
@@ -50,6 +56,13 @@ func (a *API) profileOf(ctx context.Context, userID string) (*storage.Account, e
 	}
 	return acct, err
 }
+
+// RemoteProfile asks a remote user's server for their profile. Its errors
+// reach the client as they are, so it returns *httpapi.Error values.
+type RemoteProfile func(ctx context.Context, userID string) (displayName, avatarURL string, err error)
+
+// SetRemoteProfile installs federation's profile lookup.
+func (a *API) SetRemoteProfile(f RemoteProfile) { a.remoteProfile = f }
 
 func profileJSON(acct *storage.Account) map[string]any {
 	m := map[string]any{}

@@ -46,7 +46,6 @@ type Service struct {
 	unread  map[string]map[string]*unreadEntry // user → room
 	out     Outbound                           // nil: no federation
 
-
 	// Where receipts last changed, so a sync that nothing concerns skips
 	// the receipts queries. Positions before startPos are unknown here.
 	startPos       int64

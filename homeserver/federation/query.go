@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -278,4 +279,29 @@ func (s *Service) QueryProfile(ctx context.Context, userID, field string) (displ
 		avatarURL = *resp.AvatarURL
 	}
 	return displayName, avatarURL, nil
+}
+
+// profileTimeout bounds a client's wait for a remote profile.
+const profileTimeout = 10 * time.Second
+
+// ProfileForClient is QueryProfile for the client API's GET /profile: the
+// remote server's 404 stays a 404, and a server that cannot be reached or
+// answers nonsense is a 502, never a 500 of ours.
+func (s *Service) ProfileForClient(ctx context.Context, userID string) (displayName, avatarURL string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, profileTimeout)
+	defer cancel()
+	dn, av, err := s.QueryProfile(ctx, userID, "")
+	var re *RemoteError
+	switch {
+	case err == nil:
+		return dn, av, nil
+	case errors.As(err, &re) && re.Status == http.StatusNotFound:
+		return "", "", httpapi.NotFound("profile not found")
+	default:
+		var he *httpapi.Error
+		if errors.As(err, &he) {
+			return "", "", err
+		}
+		return "", "", httpapi.Custom(http.StatusBadGateway, "M_UNKNOWN", "the user's server could not be asked: %v", err)
+	}
 }

@@ -131,7 +131,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func pdu(i int) []byte { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
+func pdu(i int) []byte     { return []byte(fmt.Sprintf(`{"n":%d}`, i)) }
 func testEDU(i int) []byte { return []byte(fmt.Sprintf(`{"edu_type":"m.test","content":{"n":%d}}`, i)) }
 
 var fastRetries = SenderConfig{MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Timeout: 2 * time.Second}

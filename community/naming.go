@@ -78,8 +78,8 @@ func pathOfLocalpart(flavour, local string) (string, bool) {
 	return strings.Join(segs, "/"), validPath(flavour, strings.Join(segs, "/"))
 }
 
-// unescape decodes =xx sequences; it refuses anything else an encoder
-// would not produce.
+// unescape decodes =xx sequences and lower-cases; it refuses anything else
+// an encoder would not produce.
 func unescape(s string) (string, bool) {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -98,6 +98,8 @@ func unescape(s string) (string, bool) {
 			i += 2
 		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
 			b.WriteByte(c)
+		case c >= 'A' && c <= 'Z':
+			b.WriteByte(c + 'a' - 'A') // #Acme_Widget finds #acme_widget's room
 		default:
 			return "", false
 		}

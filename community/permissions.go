@@ -281,3 +281,7 @@ func (s *Service) resync(ctx context.Context, roomID string) {
 		}
 	}
 }
+
+// ForgetAccess drops what the forge said about people's access to a room,
+// so the next join or check asks again (webhooks about members do this).
+func (s *Service) ForgetAccess(roomID string) { s.perms.dropRoom(roomID) }

@@ -11,6 +11,13 @@ const (
 	demoClientSecret = "plaza-demo-secret" // not a secret: the forge is local and fake
 )
 
+// DemoPrefix is where the demo forge is served, under the public URL.
+const DemoPrefix = demoPrefix
+
+// DemoForge returns the demo forge when it is offered, else nil; rooms on
+// demand (package community) look its repositories up.
+func (s *Service) DemoForge() *fakeforge.Forge { return s.demo }
+
 // DemoUsers are the demo forge's logins.
 func DemoUsers() []string { return []string{"alice-dev", "bob-dev"} }
 
@@ -24,5 +31,14 @@ func newDemoForge() *fakeforge.Forge {
 		Access: map[int64]string{1001: fakeforge.PermAdmin, 1002: fakeforge.PermWrite}})
 	f.AddRepo(fakeforge.Repo{ID: 3002, Owner: "acme", Name: "gadget", Description: "Gadgets, privately",
 		Private: true, Access: map[int64]string{1001: fakeforge.PermAdmin}})
+	// More for rooms on demand: a second org, a repository with an
+	// underscore, and one owned by a user.
+	f.AddOrg(fakeforge.Org{ID: 2002, Login: "plazaproject", Name: "The Plaza project", Members: []int64{1002}})
+	f.AddRepo(fakeforge.Repo{ID: 3003, Owner: "plazaproject", Name: "plaza", Description: "Gitter-style chat that is a Matrix homeserver",
+		Access: map[int64]string{1002: fakeforge.PermAdmin, 1001: fakeforge.PermWrite}})
+	f.AddRepo(fakeforge.Repo{ID: 3004, Owner: "acme", Name: "docs_site", Description: "The Acme documentation site",
+		Access: map[int64]string{1002: fakeforge.PermAdmin}})
+	f.AddRepo(fakeforge.Repo{ID: 3005, Owner: "alice-dev", Name: "dotfiles", Description: "Alice's configuration files",
+		Access: map[int64]string{1001: fakeforge.PermAdmin}})
 	return f
 }

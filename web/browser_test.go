@@ -13,19 +13,23 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// chromiumPath finds the browser `make test` installs
-// (scripts/ensure-chromium.sh); CHROME_PATH overrides it.
+// chromiumPath finds the browser the way scripts/ensure-chromium.sh (run by
+// `make test`) does: $PLAZA_CHROMIUM, then the usual names on $PATH. Without
+// one the test fails; -short skips it.
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("CHROME_PATH"); p != "" {
+	if testing.Short() {
+		t.Skip("-short: no browser tests")
+	}
+	if p := os.Getenv("PLAZA_CHROMIUM"); p != "" {
 		return p
 	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
 	}
-	t.Skip("no Chromium installed: run scripts/ensure-chromium.sh (make test does)")
+	t.Fatal("no Chromium: run scripts/ensure-chromium.sh (make test does) or set PLAZA_CHROMIUM")
 	return ""
 }
 
@@ -79,7 +83,7 @@ func waitText(ctx context.Context, want string, timeout time.Duration) error {
 // through the client API appear live, and, with JavaScript disabled, sees
 // it after a reload.
 func TestBrowserSeesMessagesLive(t *testing.T) {
-	chromiumPath(t) // skips the test early when there is no browser
+	chromiumPath(t) // fails early when there is no browser
 	t.Parallel()
 	s := newSite(t, nil)
 	alice := s.register("alice")

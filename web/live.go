@@ -11,7 +11,6 @@ import (
 
 	"plaza/homeserver/httpapi"
 	"plaza/peek/snapshot"
-	"plaza/templates"
 )
 
 // Live updates: GET /_plaza/rooms/{roomID}/live is a Server-Sent Events
@@ -205,8 +204,8 @@ func (s *Service) liveMessage(snap *snapshot.Snapshot, ev *snapshot.Event) liveM
 	kind, target := classify(ev, &c)
 	switch kind {
 	case message, reply:
-		if ms := s.render.messages([]*snapshot.Event{ev}, names); len(ms) == 1 {
-			d.HTML = s.itemHTML(ms[0])
+		if frag := s.render.fragment(ev); frag != nil {
+			d.HTML = string(writeNamed(nil, frag, names(ev.Sender)))
 		}
 		if kind == reply {
 			d.ThreadRoot = target
@@ -215,8 +214,8 @@ func (s *Service) liveMessage(snap *snapshot.Snapshot, ev *snapshot.Event) liveM
 		d.Replaces = target
 		for _, t := range snap.Events {
 			if t.Event.ID() == target {
-				if ms := s.render.messages([]*snapshot.Event{t}, names); len(ms) == 1 {
-					d.HTML = s.itemHTML(ms[0])
+				if frag := s.render.fragment(t); frag != nil {
+					d.HTML = string(writeNamed(nil, frag, names(t.Sender)))
 				}
 				break
 			}
@@ -236,15 +235,6 @@ func (s *Service) liveMessage(snap *snapshot.Snapshot, ev *snapshot.Event) liveM
 	b = append(b, data...)
 	b = append(b, "\n\n"...)
 	return liveMsg{pos: ev.Pos, data: b}
-}
-
-func (s *Service) itemHTML(m templates.Message) string {
-	b, err := renderItems(context.Background(), []templates.Message{m})
-	if err != nil {
-		s.log.Error("live: rendering a message", "event_id", m.ID, "err", err)
-		return ""
-	}
-	return string(b)
 }
 
 // liveStream serves GET /_plaza/rooms/{roomID}/live.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"html"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,11 +32,14 @@ import (
 //     highlighted on the server by chroma, as classes the tiny stylesheet
 //     colours: no script and a few hundred bytes of CSS.
 //
-// Bodies are rendered once per snapshot (see Service.list), not per viewer.
+// With the snapshot cache's Render hook (Renderer.Render), each event is
+// rendered once, when it enters a snapshot or changes there; a snapshot's
+// list is then assembled from those fragments once (Service.list) and shared
+// by every viewer.
 
-// renderer turns events into message view models. It is safe for concurrent
+// Renderer turns events into message view models and HTML. It is safe for concurrent
 // use: the policy and formatter are read-only once built.
-type renderer struct {
+type Renderer struct {
 	policy *bluemonday.Policy
 	code   *chromahtml.Formatter
 	style  *chroma.Style
@@ -48,7 +52,9 @@ var (
 	fenceRE     = regexp.MustCompile("(?s)```([A-Za-z0-9_+#-]{0,32})\n(.*?)\n?```")
 )
 
-func newRenderer() *renderer {
+// NewRenderer builds a renderer. cmd/plaza hands its Render to the snapshot
+// cache (snapshot.Config.Render) and the renderer itself to New.
+func NewRenderer() *Renderer {
 	p := bluemonday.NewPolicy()
 	p.AllowElements("font", "del", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "p", "ul", "ol",
 		"sup", "sub", "li", "b", "i", "u", "strong", "em", "s", "strike", "code", "hr", "br", "div",
@@ -63,7 +69,7 @@ func newRenderer() *renderer {
 	p.AllowAttrs("class").Matching(regexp.MustCompile(`^language-[A-Za-z0-9_+#-]{1,32}$`)).OnElements("code")
 	p.AllowAttrs("data-mx-spoiler").OnElements("span")
 	p.SkipElementsContent("mx-reply", "script", "style")
-	return &renderer{
+	return &Renderer{
 		policy: p,
 		code:   chromahtml.New(chromahtml.WithClasses(true), chromahtml.PreventSurroundingPre(true)),
 		style:  chroma.MustNewStyle("plaza", chroma.StyleEntries{}),
@@ -100,7 +106,7 @@ func (c *content) relation() (string, string) {
 }
 
 // body renders a message's content as sanitised HTML.
-func (r *renderer) body(c *content) string {
+func (r *Renderer) body(c *content) string {
 	switch c.MsgType {
 	case "m.image", "m.file", "m.video", "m.audio":
 		return `<span class="file">` + html.EscapeString(kindName(c.MsgType)+": "+c.Body) + `</span>`
@@ -125,7 +131,7 @@ func kindName(msgtype string) string {
 
 // plain renders a plain-text body: escaped, linkified, fenced code shown as
 // code.
-func (r *renderer) plain(body string) string {
+func (r *Renderer) plain(body string) string {
 	var b strings.Builder
 	rest := body
 	for {
@@ -143,7 +149,7 @@ func (r *renderer) plain(body string) string {
 }
 
 // text writes escaped text with its URLs as links and line breaks kept.
-func (r *renderer) text(b *strings.Builder, s string) {
+func (r *Renderer) text(b *strings.Builder, s string) {
 	last := 0
 	for _, m := range urlRE.FindAllStringIndex(s, -1) {
 		u := strings.TrimRight(s[m[0]:m[1]], ".,;:!?)]}")
@@ -171,7 +177,7 @@ func writeLines(b *strings.Builder, s string) {
 // highlightBlocks highlights the sanitiser's output's code blocks that name
 // a language. The sanitiser escaped their text; it is unescaped for the
 // lexer, whose output escapes it again.
-func (r *renderer) highlightBlocks(s string) string {
+func (r *Renderer) highlightBlocks(s string) string {
 	if !strings.Contains(s, `<code class="language-`) {
 		return s
 	}
@@ -182,7 +188,7 @@ func (r *renderer) highlightBlocks(s string) string {
 }
 
 // codeBlock renders code, highlighted when its language is known.
-func (r *renderer) codeBlock(lang, code string) string {
+func (r *Renderer) codeBlock(lang, code string) string {
 	var lexer chroma.Lexer
 	if lang != "" {
 		lexer = lexers.Get(lang)
@@ -240,7 +246,7 @@ func classify(ev *snapshot.Event, c *content) (shown, string) {
 // messages builds the view models of a run of timeline events, oldest first:
 // edits and redactions in the run are applied to their targets, thread
 // replies are folded under their roots when the root is in the run.
-func (r *renderer) messages(evs []*snapshot.Event, name func(string) string) []templates.Message {
+func (r *Renderer) messages(evs []*snapshot.Event, name func(string) string) []templates.Message {
 	contents := make([]content, len(evs))
 	edits := map[string]*edited{}
 	redacted := map[string]bool{}
@@ -289,7 +295,7 @@ type edited struct {
 }
 
 // message builds one message's view model.
-func (r *renderer) message(ev *snapshot.Event, c *content, ed *edited, deleted bool, name func(string) string) templates.Message {
+func (r *Renderer) message(ev *snapshot.Event, c *content, ed *edited, deleted bool, name func(string) string) templates.Message {
 	t := time.UnixMilli(ev.TS).UTC()
 	m := templates.Message{
 		ID: ev.Event.ID(), Sender: ev.Sender, SenderName: name(ev.Sender),
@@ -344,4 +350,128 @@ func renderItems(ctx context.Context, ms []templates.Message) ([]byte, error) {
 		}
 	}
 	return b.Bytes(), nil
+}
+
+// nameMarker stands for the sender's display name in a fragment rendered by
+// Render: the hook sees one event, not the room's members, so the name is
+// filled in when a list is assembled (the first marker is always the name:
+// the sender comes before the body).
+const nameMarker = "\x00"
+
+// Render renders a snapshot event as the page's list item, or nil for events
+// the page does not show on their own (state, edits, redactions, reactions).
+// It is the snapshot cache's Render hook: it must not block, and it does
+// not (no I/O).
+func (r *Renderer) Render(ev *snapshot.Event) []byte {
+	c := parseContent(ev.Event.Content())
+	kind, _ := classify(ev, &c)
+	if kind != message && kind != reply {
+		return nil
+	}
+	var ed *edited
+	if ev.Edit != nil {
+		ec := parseContent(ev.Edit.Content())
+		ed = &edited{nil, &ec}
+	}
+	m := r.message(ev, &c, ed, ev.Redacted, func(string) string { return nameMarker })
+	b, err := renderItems(context.Background(), []templates.Message{m})
+	if err != nil {
+		return nil // rendering into memory fails only on a template bug; the list renders it again
+	}
+	return b
+}
+
+// fragment returns ev's list item, from the hook's rendering when the cache
+// has one.
+func (r *Renderer) fragment(ev *snapshot.Event) []byte {
+	if ev.HTML != nil {
+		return ev.HTML
+	}
+	return r.Render(ev)
+}
+
+// writeNamed appends a Render fragment with its sender's name filled in.
+func writeNamed(b []byte, frag []byte, name string) []byte {
+	i := bytes.IndexByte(frag, 0)
+	if i < 0 {
+		return append(b, frag...)
+	}
+	b = append(b, frag[:i]...)
+	b = append(b, html.EscapeString(name)...)
+	return append(b, frag[i+1:]...)
+}
+
+// assemble builds a snapshot's message list from its events' fragments:
+// thread replies fold under their roots when the root is in the window, as
+// messages() does for the template path.
+func (r *Renderer) assemble(evs []*snapshot.Event, name func(string) string) []byte {
+	type item struct {
+		ev      *snapshot.Event
+		frag    []byte
+		replies []int
+	}
+	// A snapshot loaded cold holds edits as events without applying them to
+	// their targets (the stream applies later ones): apply those here.
+	edits := map[string]*snapshot.Event{}
+	for _, ev := range evs {
+		c := parseContent(ev.Event.Content())
+		if kind, target := classify(ev, &c); kind == edit && !ev.Redacted {
+			edits[target] = ev
+		}
+	}
+	items := make([]item, 0, len(evs))
+	roots := map[string]int{}
+	for _, ev := range evs {
+		frag := r.fragment(ev)
+		if frag == nil {
+			continue
+		}
+		if e := edits[ev.Event.ID()]; e != nil && ev.Edit == nil && !ev.Redacted && e.Sender == ev.Sender {
+			withEdit := *ev
+			withEdit.Edit = e.Event
+			frag = r.Render(&withEdit)
+		}
+		c := parseContent(ev.Event.Content())
+		if kind, root := classify(ev, &c); kind == reply {
+			if j, ok := roots[root]; ok {
+				items[j].replies = append(items[j].replies, len(items))
+				items = append(items, item{ev: ev, frag: frag})
+				continue
+			}
+		}
+		roots[ev.Event.ID()] = len(items)
+		items = append(items, item{ev: ev, frag: frag})
+	}
+	folded := make([]bool, len(items))
+	for _, it := range items {
+		for _, j := range it.replies {
+			folded[j] = true
+		}
+	}
+	var b []byte
+	for i, it := range items {
+		if folded[i] {
+			continue
+		}
+		if len(it.replies) == 0 {
+			b = writeNamed(b, it.frag, name(it.ev.Sender))
+			continue
+		}
+		// The item's closing </li> moves after its thread.
+		frag := bytes.TrimSuffix(it.frag, []byte("</li>"))
+		b = writeNamed(b, frag, name(it.ev.Sender))
+		b = append(b, `<details class="thread"><summary>`...)
+		b = append(b, strconv.Itoa(len(it.replies))...)
+		if len(it.replies) == 1 {
+			b = append(b, " reply"...)
+		} else {
+			b = append(b, " replies"...)
+		}
+		b = append(b, `</summary><ol>`...)
+		for _, j := range it.replies {
+			b = writeNamed(b, items[j].frag, name(items[j].ev.Sender))
+		}
+		b = append(b, `</ol></details></li>`...)
+	}
+	return b
 }

@@ -67,6 +67,9 @@ type Config struct {
 	Repos RepoRooms
 	// Log receives errors (nil: slog's default).
 	Log *slog.Logger
+	// Renderer renders messages (nil: a new one). Pass the one whose Render
+	// the snapshot cache was given as its Render hook.
+	Renderer *Renderer
 }
 
 // Service serves the web site.
@@ -76,7 +79,7 @@ type Service struct {
 	cfg    Config
 	log    *slog.Logger
 	assets *assets
-	render *renderer
+	render *Renderer
 	live   *hubs
 
 	// lists caches each room's rendered message list for its current
@@ -103,7 +106,10 @@ func New(hs *homeserver.Server, cache *snapshot.Cache, cfg Config) (*Service, er
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	s := &Service{hs: hs, cache: cache, cfg: cfg, log: cfg.Log, assets: a, render: newRenderer(), lists: map[string]*list{}}
+	if cfg.Renderer == nil {
+		cfg.Renderer = NewRenderer()
+	}
+	s := &Service{hs: hs, cache: cache, cfg: cfg, log: cfg.Log, assets: a, render: cfg.Renderer, lists: map[string]*list{}}
 	s.live = newHubs(s)
 	return s, nil
 }
@@ -398,11 +404,7 @@ func (s *Service) list(ctx context.Context, snap *snapshot.Snapshot) (*list, err
 	if l != nil && l.snap == snap {
 		return l, nil
 	}
-	html, err := renderItems(ctx, s.render.messages(snap.Events, displayNames(snap.Members)))
-	if err != nil {
-		return nil, err
-	}
-	l = &list{snap: snap, html: html}
+	l = &list{snap: snap, html: s.render.assemble(snap.Events, displayNames(snap.Members))}
 	s.listMu.Lock()
 	defer s.listMu.Unlock()
 	if cur := s.lists[snap.Summary.RoomID]; cur != nil && cur.snap.Pos > snap.Pos {

@@ -23,6 +23,7 @@ import (
 	"plaza/homeserver/storage/storagetest"
 	"plaza/oauth"
 	"plaza/peek"
+	"plaza/peek/snapshot"
 	"plaza/web"
 )
 
@@ -44,13 +45,16 @@ func newSite(t *testing.T, repos web.RepoRooms) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	previews := peek.New(hs, peek.Config{})
+	// Wired as cmd/plaza wires it: the snapshot cache renders each event
+	// once with the web renderer.
+	renderer := web.NewRenderer()
+	previews := peek.New(hs, peek.Config{Snapshot: snapshot.Config{Render: renderer.Render}})
 	ts := httptest.NewUnstartedServer(nil)
 	signIn, err := oauth.New(oauth.Config{PublicURL: "http://" + ts.Listener.Addr().String(), DataDir: t.TempDir(), Demo: true}, hs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Repos: repos})
+	w, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Repos: repos, Renderer: renderer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,9 @@ type Config struct {
 	PublicURL    string // how clients reach us; no trailing slash
 	Registration string // open, token or closed
 	RateLimit    bool
-	AdminListen  string    // empty: no admin listener (pprof)
-	SSO          ssoConfig // sign-in with GitHub and GitLab (sso.go)
+	AdminListen  string          // empty: no admin listener (pprof)
+	SSO          ssoConfig       // sign-in with GitHub and GitLab (sso.go)
+	Community    communityConfig // rooms on demand (community.go)
 
 	// RegistrationSecret enables Synapse's shared-secret admin registration
 	// endpoint (/_synapse/admin/v1/register); empty: the endpoint is absent.
@@ -140,7 +141,7 @@ func settings() []setting {
 		{key: "federation_allow_private", env: "PLAZA_FEDERATION_ALLOW_PRIVATE", def: "false",
 			help:  "let outbound federation reach loopback and private addresses (tests, private networks)",
 			field: func(c *Config) any { return &c.FederationPrivate }},
-	}, ssoSettings()...)
+	}, append(ssoSettings(), communitySettings()...)...)
 }
 
 // origin records where a setting's value came from, so that an error names
@@ -280,6 +281,9 @@ func (c *Config) validate(table []setting, from map[string]origin) error {
 	}
 
 	if err := c.validateSSO(fail); err != nil {
+		return err
+	}
+	if err := c.validateCommunity(fail); err != nil {
 		return err
 	}
 

@@ -16,6 +16,7 @@ import (
 
 	"plaza/homeserver"
 	"plaza/peek"
+	"plaza/peek/snapshot"
 	"plaza/web"
 )
 
@@ -174,10 +175,12 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	if ctx.Err() != nil {
 		return nil // stopped during start-up: do not start serving
 	}
-	previews := peek.New(hs, peek.Config{})
+	// The snapshot cache renders each event once for the web room page.
+	renderer := web.NewRenderer()
+	previews := peek.New(hs, peek.Config{Snapshot: snapshot.Config{Render: renderer.Render}})
 	// The web site (room pages for anonymous visitors, live streams, the
 	// composer) serves from the previews' snapshot cache.
-	site, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Log: log})
+	site, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Log: log, Renderer: renderer})
 	if err != nil {
 		return fmt.Errorf("starting the web site: %w", err)
 	}

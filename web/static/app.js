@@ -45,7 +45,12 @@
         }
       } else if (d.replaces && d.html) {
         var old = byId(d.replaces);
-        if (old) old.replaceWith(fragment(d.html));
+        if (old) {
+          var neu = fragment(d.html).firstElementChild;
+          var thread = old.querySelector(":scope > details");
+          if (thread) neu.appendChild(thread);
+          old.replaceWith(neu);
+        }
       } else if (d.html && !byId(d.event_id)) {
         var root = d.thread_root && byId(d.thread_root);
         if (root) {

@@ -1,0 +1,717 @@
+package community_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/oauth2"
+
+	"plaza/community"
+	"plaza/community/forge"
+	"plaza/homeserver"
+	"plaza/homeserver/storage"
+	"plaza/homeserver/storage/storagetest"
+	"plaza/oauth"
+	"plaza/oauth/fakeforge"
+)
+
+func TestMain(m *testing.M) { storagetest.Main(m) }
+
+const server = "plaza.test"
+
+// Forge users and repositories of the tests.
+const (
+	alice, bob, dave   int64 = 1, 2, 4 // dave: admin of widget, used once the forge is down
+	acmeID                   = 10
+	widgetID, secretID       = 100, 101
+)
+
+// identities hands out forge tokens the fake forge issued, as package
+// oauth would after a sign-in.
+type identities struct {
+	mu   sync.Mutex
+	idp  string
+	byID map[string]*oauth.ForgeIdentity
+}
+
+func (i *identities) ForgeIdentity(_ context.Context, userID, idp string) (*oauth.ForgeIdentity, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if id, ok := i.byID[userID]; ok && idp == i.idp {
+		return id, nil
+	}
+	return nil, storage.ErrNotFound
+}
+
+type env struct {
+	t      *testing.T
+	URL    string
+	hs     *homeserver.Server
+	svc    *community.Service
+	forge  *fakeforge.Forge
+	fsrv   *httptest.Server
+	idents *identities
+}
+
+// newEnv starts a fake forge (over real HTTP) and a homeserver with rooms
+// on demand for its flavour.
+func newEnv(t *testing.T, flavour string) *env {
+	t.Helper()
+	f := fakeforge.New(fakeforge.Options{})
+	f.AddUser(fakeforge.User{ID: alice, Login: "alice"})
+	f.AddUser(fakeforge.User{ID: bob, Login: "bob"})
+	f.AddUser(fakeforge.User{ID: dave, Login: "dave"})
+	f.AddOrg(fakeforge.Org{ID: acmeID, Login: "acme", Name: "Acme Inc", Members: []int64{alice, bob}})
+	f.AddRepo(fakeforge.Repo{ID: widgetID, Owner: "acme", Name: "widget", Description: "Widgets for all",
+		Access: map[int64]string{alice: fakeforge.PermAdmin, bob: fakeforge.PermWrite, dave: fakeforge.PermAdmin}})
+	f.AddRepo(fakeforge.Repo{ID: secretID, Owner: "acme", Name: "secret", Private: true,
+		Access: map[int64]string{alice: fakeforge.PermWrite}})
+	fsrv := httptest.NewServer(f)
+	t.Cleanup(fsrv.Close)
+
+	pool := storagetest.NewDB(t, storage.Migrations())
+	hs, err := homeserver.New(context.Background(), homeserver.Config{ServerName: server, DataDir: t.TempDir(),
+		Registration: "open", BcryptCost: bcrypt.MinCost}, storage.New(pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := fsrv.URL + "/github/api/"
+	if flavour == forge.GitLab {
+		api = fsrv.URL + "/gitlab"
+	}
+	fc, err := forge.New(flavour, forge.Config{APIURL: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := &identities{idp: flavour, byID: map[string]*oauth.ForgeIdentity{}}
+	ts := httptest.NewUnstartedServer(nil)
+	svc, err := community.New(context.Background(), community.Config{Forge: fc, IDP: flavour, Identities: ids,
+		PublicURL: "http://" + ts.Listener.Addr().String()}, hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = hs.Handler(svc.Routes)
+	ts.Start()
+	t.Cleanup(ts.Close)
+	return &env{t: t, URL: ts.URL, hs: hs, svc: svc, forge: f, fsrv: fsrv, idents: ids}
+}
+
+// link gives a Matrix user the forge identity of a forge user.
+func (e *env) link(c *client, forgeUser int64) {
+	e.idents.mu.Lock()
+	defer e.idents.mu.Unlock()
+	e.idents.byID[c.UserID] = &oauth.ForgeIdentity{IDP: e.idents.idp, ForgeUserID: forgeUser,
+		Token: &oauth2.Token{AccessToken: e.forge.IssueToken(forgeUser)}}
+}
+
+// communityRooms counts the associations of a kind.
+func (e *env) communityRooms(kind string) int {
+	var n int
+	if err := e.hs.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM community_rooms WHERE kind = $1`, kind).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// ---- a small Matrix client ----
+
+type client struct {
+	t      *testing.T
+	base   string
+	token  string
+	UserID string
+}
+
+type response struct {
+	Status int
+	Body   map[string]any
+	Raw    []byte
+}
+
+func (r response) str(key string) string {
+	s, _ := r.Body[key].(string)
+	return s
+}
+
+func (c *client) do(method, path string, body any, hdr ...string) response {
+	c.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		js, err := json.Marshal(b)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		rd = bytes.NewReader(js)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Errorf("%s %s: %v", method, path, err)
+		return response{}
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := response{Status: resp.StatusCode, Raw: raw}
+	_ = json.Unmarshal(raw, &out.Body)
+	return out
+}
+
+func (c *client) must(method, path string, body any) response {
+	c.t.Helper()
+	r := c.do(method, path, body)
+	if r.Status != 200 {
+		c.t.Fatalf("%s %s = %d %s", method, path, r.Status, r.Raw)
+	}
+	return r
+}
+
+func (c *client) fails(status int, errcode, method, path string, body any) {
+	c.t.Helper()
+	r := c.do(method, path, body)
+	if r.Status != status || r.str("errcode") != errcode {
+		c.t.Fatalf("%s %s = %d %s, want %d %s", method, path, r.Status, r.Raw, status, errcode)
+	}
+}
+
+func (e *env) anon() *client { return &client{t: e.t, base: e.URL} }
+
+func (e *env) register(name string) *client {
+	e.t.Helper()
+	c := e.anon()
+	r := c.must("POST", "/_matrix/client/v3/register", map[string]any{
+		"username": name, "password": "secret-" + name, "auth": map[string]any{"type": "m.login.dummy"}})
+	c.token, c.UserID = r.str("access_token"), r.str("user_id")
+	return c
+}
+
+func (c *client) join(idOrAlias string) response {
+	c.t.Helper()
+	return c.do("POST", "/_matrix/client/v3/join/"+url.PathEscape(idOrAlias), map[string]any{})
+}
+
+func (c *client) state(roomID, typ, sk string) map[string]any {
+	c.t.Helper()
+	return c.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/"+typ+"/"+url.PathEscape(sk), nil).Body
+}
+
+func levels(c *client, roomID string) map[string]any {
+	users, _ := c.state(roomID, "m.room.power_levels", "")["users"].(map[string]any)
+	return users
+}
+
+// ---- tests ----
+
+func TestJoinByAliasCreatesOneRoom(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	const n = 20
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = e.register(fmt.Sprintf("user%d", i))
+	}
+	e.link(clients[0], alice)
+	e.link(clients[1], bob)
+
+	rooms := make([]string, n)
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := c.join("#acme_widget:" + server)
+			if r.Status != 200 {
+				t.Errorf("join %d: %d %s", i, r.Status, r.Raw)
+			}
+			rooms[i] = r.str("room_id")
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for i, r := range rooms {
+		if r != rooms[0] || r == "" {
+			t.Fatalf("join %d got room %q, join 0 %q", i, r, rooms[0])
+		}
+	}
+	if got := e.communityRooms("repo"); got != 1 {
+		t.Fatalf("%d repository rooms, want 1", got)
+	}
+	if got := e.communityRooms("owner"); got != 1 {
+		t.Fatalf("%d owner spaces, want 1", got)
+	}
+	roomID, c := rooms[0], clients[2]
+	widgetURL := e.fsrv.URL + "/github/acme/widget"
+	if got := c.state(roomID, "m.room.name", "")["name"]; got != "acme/widget" {
+		t.Errorf("name %v", got)
+	}
+	if got := c.state(roomID, "m.room.topic", "")["topic"]; got != "Widgets for all — "+widgetURL {
+		t.Errorf("topic %v", got)
+	}
+	assoc := c.state(roomID, community.StateTypeForge, "")
+	if assoc["path"] != "acme/widget" || assoc["id"] != float64(widgetID) || assoc["kind"] != "repo" ||
+		assoc["forge"] != "github" || assoc["web_url"] != widgetURL {
+		t.Errorf("association %v", assoc)
+	}
+	for typ, want := range map[string][2]string{
+		"m.room.join_rules": {"join_rule", "public"}, "m.room.history_visibility": {"history_visibility", "world_readable"},
+		"m.room.guest_access": {"guest_access", "can_join"}, "m.room.canonical_alias": {"alias", "#acme_widget:" + server},
+	} {
+		if got := c.state(roomID, typ, "")[want[0]]; got != want[1] {
+			t.Errorf("%s: %v, want %s", typ, got, want[1])
+		}
+	}
+	// The space: the org's, with the room as its child and the owner's avatar.
+	spaceID := c.must("GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#acme:"+server), nil).str("room_id")
+	if spaceID == "" {
+		t.Fatal("no space for acme")
+	}
+	if _, ok := c.state(roomID, "m.space.parent", spaceID)["via"]; !ok {
+		t.Error("the room has no m.space.parent naming the space")
+	}
+	if _, ok := c.state(spaceID, "m.space.child", roomID)["via"]; !ok {
+		t.Error("the space has no m.space.child naming the room")
+	}
+	if got := c.state(spaceID, "m.room.name", "")["name"]; got != "Acme Inc" {
+		t.Errorf("space name %v", got)
+	}
+	create := c.state(spaceID, "m.room.create", "")
+	if create["type"] != "m.space" {
+		t.Errorf("space create %v", create)
+	}
+	if a, _ := c.state(roomID, "m.room.avatar", "")["url"].(string); !strings.HasPrefix(a, "mxc://"+server+"/") {
+		t.Errorf("room avatar %q", a)
+	}
+	// Power: the forge's admins 100, pushers 50, nobody else; the service
+	// account created the room, not the first joiner.
+	users := levels(c, roomID)
+	if users[clients[0].UserID] != float64(100) || users[clients[1].UserID] != float64(50) {
+		t.Errorf("levels %v", users)
+	}
+	for _, cl := range clients[2:] {
+		if _, ok := users[cl.UserID]; ok {
+			t.Errorf("%s has a level: %v", cl.UserID, users)
+		}
+	}
+	if sender := createSender(t, c, roomID); sender != e.svc.ServiceAccount() {
+		t.Errorf("room created by %s", sender)
+	}
+	// Listed in the directory.
+	var published bool
+	if err := e.hs.DB.Pool.QueryRow(context.Background(), `SELECT published FROM rooms WHERE room_id = $1`, roomID).Scan(&published); err != nil || !published {
+		t.Errorf("the room is not published in the directory (%v)", err)
+	}
+	// Another join, by the other alias spelling, finds the same room.
+	if r := clients[3].join("#acme_Widget:" + server); r.str("room_id") != roomID {
+		t.Errorf("mixed-case alias: %d %s", r.Status, r.Raw)
+	}
+}
+
+// createSender reads the create event's sender from /state.
+func createSender(t *testing.T, c *client, roomID string) string {
+	t.Helper()
+	r := c.do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state", nil)
+	var evs []map[string]any
+	if err := json.Unmarshal(r.Raw, &evs); err != nil {
+		t.Fatalf("state: %s", r.Raw)
+	}
+	for _, ev := range evs {
+		if ev["type"] == "m.room.create" {
+			s, _ := ev["sender"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+func TestUnknownRepoNotFound(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	c := e.register("carol")
+	c.fails(404, "M_NOT_FOUND", "POST", "/_matrix/client/v3/join/"+url.PathEscape("#acme_nope:"+server), map[string]any{})
+	c.fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#nobody_nothing:"+server), nil)
+	c.fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#not=zz_valid:"+server), nil)
+	if n := e.communityRooms("repo") + e.communityRooms("owner"); n != 0 {
+		t.Fatalf("%d rooms created for unknown repositories", n)
+	}
+	if _, err := e.svc.RepoRoom(context.Background(), "acme/nope", c.UserID); !errors.Is(err, community.ErrNoSuchRepo) {
+		t.Fatalf("RepoRoom of an unknown repo: %v", err)
+	}
+}
+
+func TestAnonymousVisitCreatesNothing(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	ctx := context.Background()
+	if _, err := e.svc.RepoRoom(ctx, "acme/widget", ""); !errors.Is(err, community.ErrRoomNotCreated) {
+		t.Fatalf("anonymous RepoRoom: %v, want ErrRoomNotCreated", err)
+	}
+	if _, err := e.svc.RepoRoom(ctx, "acme/nope", ""); !errors.Is(err, community.ErrNoSuchRepo) {
+		t.Fatalf("anonymous RepoRoom of an unknown repo: %v", err)
+	}
+	if _, err := e.svc.RepoRoom(ctx, "acme/secret", ""); !errors.Is(err, community.ErrNoSuchRepo) {
+		t.Fatalf("anonymous RepoRoom of a private repo: %v", err)
+	}
+	if n := e.communityRooms("repo") + e.communityRooms("owner"); n != 0 {
+		t.Fatalf("an anonymous visit created %d rooms", n)
+	}
+	c := e.register("carol")
+	roomID, err := e.svc.RepoRoom(ctx, "/acme/widget", c.UserID)
+	if err != nil || roomID == "" {
+		t.Fatalf("signed-in RepoRoom: %q %v", roomID, err)
+	}
+	if again, err := e.svc.RepoRoom(ctx, "acme/widget", ""); again != roomID || err != nil {
+		t.Fatalf("anonymous RepoRoom once it exists: %q %v", again, err)
+	}
+	if space, err := e.svc.RepoRoom(ctx, "acme", ""); err != nil || space == "" || space == roomID {
+		t.Fatalf("RepoRoom of the org: %q %v", space, err)
+	}
+}
+
+func TestPrivateRepoRoom(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	a, b, carol := e.register("alice"), e.register("bob"), e.register("carol")
+	e.link(a, alice)
+	e.link(b, bob)
+	alias := "#acme_secret:" + server
+	// Nobody without access learns that it exists.
+	e.anon().fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), nil)
+	b.fails(404, "M_NOT_FOUND", "POST", "/_matrix/client/v3/join/"+url.PathEscape(alias), map[string]any{})
+	if n := e.communityRooms("repo"); n != 0 {
+		t.Fatalf("%d rooms after refused lookups", n)
+	}
+	r := a.join(alias)
+	if r.Status != 200 {
+		t.Fatalf("alice joins: %d %s", r.Status, r.Raw)
+	}
+	roomID := r.str("room_id")
+	if got := a.state(roomID, "m.room.join_rules", "")["join_rule"]; got != "invite" {
+		t.Errorf("join rule %v", got)
+	}
+	if got := levels(a, roomID)[a.UserID]; got != float64(50) {
+		t.Errorf("alice (push access) has level %v", got)
+	}
+	// Still hidden from those without access, and the room refuses them.
+	e.anon().fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), nil)
+	b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+	carol.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+	if _, err := e.svc.RepoRoom(context.Background(), "acme/secret", b.UserID); !errors.Is(err, community.ErrNoSuchRepo) {
+		t.Errorf("RepoRoom for bob: %v", err)
+	}
+	// Once the forge grants bob read access, he may join.
+	e.forge.AddRepo(fakeforge.Repo{ID: secretID, Owner: "acme", Name: "secret", Private: true,
+		Access: map[int64]string{alice: fakeforge.PermWrite, bob: fakeforge.PermRead}})
+	e.svc.ForgetAccess(roomID)
+	if r := b.join(alias); r.Status != 200 || r.str("room_id") != roomID {
+		t.Fatalf("bob with access joins: %d %s", r.Status, r.Raw)
+	}
+	if _, ok := levels(a, roomID)[b.UserID]; ok {
+		t.Errorf("bob (read access) got a level")
+	}
+}
+
+func TestPowerLevelsWhenForgeIsDown(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	a, d := e.register("alice"), e.register("dave")
+	e.link(a, alice)
+	e.link(d, dave)
+	r := a.join("#acme_widget:" + server)
+	if r.Status != 200 {
+		t.Fatalf("alice joins: %d %s", r.Status, r.Raw)
+	}
+	roomID := r.str("room_id")
+
+	e.forge.SetDown(true)
+	// The room stays readable and joinable; dave, an admin on the forge,
+	// gains nothing while the forge cannot confirm it.
+	guest := e.anon()
+	g := guest.must("POST", "/_matrix/client/v3/register?kind=guest", map[string]any{})
+	guest.token = g.str("access_token")
+	guest.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b", nil)
+	if r := d.join("#acme_widget:" + server); r.Status != 200 {
+		t.Fatalf("dave joins while the forge is down: %d %s", r.Status, r.Raw)
+	}
+	if got, ok := levels(a, roomID)[d.UserID]; ok {
+		t.Fatalf("dave gained level %v while the forge was down", got)
+	}
+	// A room that does not exist yet cannot be made.
+	r = d.join("#acme_other:" + server)
+	if r.Status == 200 || r.str("errcode") == "" {
+		t.Fatalf("creation while the forge is down: %d %s", r.Status, r.Raw)
+	}
+
+	e.forge.SetDown(false)
+	d.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", map[string]any{})
+	if r := d.join(roomID); r.Status != 200 {
+		t.Fatalf("dave rejoins: %d %s", r.Status, r.Raw)
+	}
+	if got := levels(a, roomID)[d.UserID]; got != float64(100) {
+		t.Fatalf("dave's level once the forge is back: %v", got)
+	}
+}
+
+func TestForgeWebhookResyncsLevels(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	a, b := e.register("alice"), e.register("bob")
+	e.link(a, alice)
+	e.link(b, bob)
+	roomID := a.join("#acme_widget:" + server).str("room_id")
+	b.join(roomID)
+	hook := a.must("POST", "/_plaza/rooms/"+url.PathEscape(roomID)+"/webhooks", map[string]any{})
+	// bob becomes an admin on the forge; a "member" delivery re-checks.
+	e.forge.AddRepo(fakeforge.Repo{ID: widgetID, Owner: "acme", Name: "widget",
+		Access: map[int64]string{alice: fakeforge.PermAdmin, bob: fakeforge.PermAdmin}})
+	body := []byte(fmt.Sprintf(`{"action":"edited","repository":{"id":%d},"sender":{"login":"alice"}}`, widgetID))
+	r := deliverGitHub(t, hook, "member", "d-member", body, sign(hook.str("secret"), body))
+	if r.Status != 200 || r.Body["posted"] != false {
+		t.Fatalf("member delivery: %d %s", r.Status, r.Raw)
+	}
+	waitFor(t, "bob's level to follow the forge", func() bool { return levels(a, roomID)[b.UserID] == float64(100) })
+}
+
+// waitFor polls cond until it holds (the re-check runs in the background).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func sign(secret string, body []byte) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write(body)
+	return "sha256=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// deliverGitHub posts a delivery to a webhook the way GitHub does.
+func deliverGitHub(t *testing.T, hook response, event, delivery string, body []byte, signature string) response {
+	t.Helper()
+	u, _ := url.Parse(hook.str("url"))
+	c := &client{t: t, base: u.Scheme + "://" + u.Host}
+	hdr := []string{"X-GitHub-Event", event, "X-GitHub-Delivery", delivery}
+	if signature != "" {
+		hdr = append(hdr, "X-Hub-Signature-256", signature)
+	}
+	return c.do("POST", u.Path, body, hdr...)
+}
+
+// notices lists the m.notice bodies in a room, oldest first.
+func notices(t *testing.T, c *client, roomID string) []string {
+	t.Helper()
+	r := c.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=100", nil)
+	chunk, _ := r.Body["chunk"].([]any)
+	var out []string
+	for i := len(chunk) - 1; i >= 0; i-- {
+		ev := chunk[i].(map[string]any)
+		content, _ := ev["content"].(map[string]any)
+		if ev["type"] == "m.room.message" && content["msgtype"] == "m.notice" {
+			out = append(out, ev["sender"].(string)+": "+content["body"].(string))
+		}
+	}
+	return out
+}
+
+func TestGitHubWebhook(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	a, b := e.register("alice"), e.register("bob")
+	e.link(a, alice)
+	e.link(b, bob)
+	roomID := a.join("#acme_widget:" + server).str("room_id")
+	b.join(roomID)
+	path := "/_plaza/rooms/" + url.PathEscape(roomID) + "/webhooks"
+	b.fails(403, "M_FORBIDDEN", "POST", path, map[string]any{})
+	e.anon().fails(401, "M_MISSING_TOKEN", "POST", path, map[string]any{})
+	space, _ := e.svc.RepoRoom(context.Background(), "acme", "")
+	a.fails(404, "M_NOT_FOUND", "POST", "/_plaza/rooms/"+url.PathEscape(space)+"/webhooks", map[string]any{})
+	hook := a.must("POST", path, map[string]any{})
+	secret := hook.str("secret")
+	if secret == "" || !strings.Contains(hook.str("url"), "/_plaza/webhooks/") {
+		t.Fatalf("webhook: %s", hook.Raw)
+	}
+	if st := a.do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state", nil); strings.Contains(string(st.Raw), secret) {
+		t.Fatal("the secret is in room state")
+	}
+
+	push := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","compare":"https://forge.test/acme/widget/compare/a...b",
+		"pusher":{"name":"alice"},"sender":{"login":"alice"},"repository":{"id":%d,"full_name":"acme/widget"},
+		"commits":[{"message":"Fix the frobnicator\n\nLong text","url":"https://forge.test/c/1"}]}`, widgetID))
+	// Unsigned, mis-signed, signed with another secret: refused, nothing posted.
+	if r := deliverGitHub(t, hook, "push", "d1", push, ""); r.Status != 401 {
+		t.Errorf("unsigned delivery: %d %s", r.Status, r.Raw)
+	}
+	if r := deliverGitHub(t, hook, "push", "d1", push, "sha256=00"); r.Status != 403 {
+		t.Errorf("mis-signed delivery: %d %s", r.Status, r.Raw)
+	}
+	if r := deliverGitHub(t, hook, "push", "d1", push, sign("other", push)); r.Status != 403 {
+		t.Errorf("delivery signed with another secret: %d %s", r.Status, r.Raw)
+	}
+	tampered := bytes.Replace(push, []byte("frobnicator"), []byte("FROBNICATOR"), 1)
+	if r := deliverGitHub(t, hook, "push", "d1", tampered, sign(secret, push)); r.Status != 403 {
+		t.Errorf("tampered delivery: %d %s", r.Status, r.Raw)
+	}
+	if got := notices(t, a, roomID); len(got) != 0 {
+		t.Fatalf("refused deliveries posted %v", got)
+	}
+	if items, _ := e.svc.Activity(context.Background(), roomID, 10); len(items) != 0 {
+		t.Fatalf("refused deliveries recorded %v", items)
+	}
+
+	// A good one posts a notice from the service account and an activity item.
+	r := deliverGitHub(t, hook, "push", "d1", push, sign(secret, push))
+	if r.Status != 200 || r.Body["posted"] != true {
+		t.Fatalf("good delivery: %d %s", r.Status, r.Raw)
+	}
+	want := e.svc.ServiceAccount() + ": alice pushed 1 commit to main: Fix the frobnicator https://forge.test/acme/widget/compare/a...b"
+	if got := notices(t, a, roomID); len(got) != 1 || got[0] != want {
+		t.Fatalf("notices %q, want %q", got, want)
+	}
+	// A redelivery posts nothing new.
+	if r := deliverGitHub(t, hook, "push", "d1", push, sign(secret, push)); r.Status != 200 || r.Body["posted"] != false {
+		t.Fatalf("redelivery: %d %s", r.Status, r.Raw)
+	}
+	issue := []byte(fmt.Sprintf(`{"action":"opened","sender":{"login":"bob"},"repository":{"id":%d},
+		"issue":{"number":7,"title":"It breaks","html_url":"https://forge.test/acme/widget/issues/7"}}`, widgetID))
+	deliverGitHub(t, hook, "issues", "d2", issue, sign(secret, issue))
+	items, err := e.svc.Activity(context.Background(), roomID, 10)
+	if err != nil || len(items) != 2 {
+		t.Fatalf("activity %v %v", items, err)
+	}
+	if items[0].Kind != "issue" || items[0].Summary != "bob opened issue #7: It breaks" || items[0].EventID == "" ||
+		items[1].Kind != "push" || items[1].Actor != "alice" {
+		t.Errorf("activity %+v", items)
+	}
+	// Deliveries about another repository, or that are not JSON, are refused.
+	other := []byte(`{"action":"opened","repository":{"id":999},"issue":{"number":1,"title":"x"}}`)
+	if r := deliverGitHub(t, hook, "issues", "d3", other, sign(secret, other)); r.Status != 400 {
+		t.Errorf("delivery for another repository: %d %s", r.Status, r.Raw)
+	}
+	junk := []byte(`{not json`)
+	if r := deliverGitHub(t, hook, "push", "d4", junk, sign(secret, junk)); r.Status != 400 || r.str("errcode") != "M_BAD_JSON" {
+		t.Errorf("junk delivery: %d %s", r.Status, r.Raw)
+	}
+	if r := deliverGitHub(t, response{Body: map[string]any{"url": e.URL + "/_plaza/webhooks/nope"}}, "push", "d5", push, sign(secret, push)); r.Status != 404 {
+		t.Errorf("unknown hook: %d %s", r.Status, r.Raw)
+	}
+	if got := notices(t, a, roomID); len(got) != 2 {
+		t.Fatalf("notices %q", got)
+	}
+}
+
+func TestGitLabNestedGroups(t *testing.T) {
+	e := newEnv(t, forge.GitLab)
+	e.forge.AddOrg(fakeforge.Org{ID: 20, Login: "grp", Members: []int64{alice}})
+	e.forge.AddOrg(fakeforge.Org{ID: 21, Login: "grp/sub_team", Members: []int64{alice}})
+	e.forge.AddRepo(fakeforge.Repo{ID: 200, Owner: "grp/sub_team", Name: "my_proj", Description: "Nested",
+		Access: map[int64]string{alice: fakeforge.PermAdmin, bob: fakeforge.PermWrite}})
+	a, b := e.register("alice"), e.register("bob")
+	e.link(a, alice)
+	e.link(b, bob)
+	alias := "#grp_sub=5fteam_my=5fproj:" + server
+	if got := e.svc.Alias("grp/sub_team/my_proj"); got != alias {
+		t.Fatalf("alias %s, want %s", got, alias)
+	}
+	r := a.join(alias)
+	if r.Status != 200 {
+		t.Fatalf("join: %d %s", r.Status, r.Raw)
+	}
+	roomID := r.str("room_id")
+	b.join(alias)
+	if users := levels(a, roomID); users[a.UserID] != float64(100) || users[b.UserID] != float64(50) {
+		t.Errorf("levels %v", users)
+	}
+	sub, err := e.svc.RepoRoom(context.Background(), "grp/sub_team", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := e.svc.RepoRoom(context.Background(), "grp", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.state(roomID, "m.space.parent", sub)["via"]; !ok {
+		t.Error("the project's room is not a child of its subgroup's space")
+	}
+	if _, ok := a.state(sub, "m.space.parent", top)["via"]; !ok {
+		t.Error("the subgroup's space is not a child of its group's space")
+	}
+	if _, ok := a.state(top, "m.space.child", sub)["via"]; !ok {
+		t.Error("the group's space does not list the subgroup's")
+	}
+	if got := a.state(roomID, community.StateTypeForge, "")["flavour"]; got != "gitlab" {
+		t.Errorf("flavour %v", got)
+	}
+
+	hook := a.must("POST", "/_plaza/rooms/"+url.PathEscape(roomID)+"/webhooks", map[string]any{})
+	u, _ := url.Parse(hook.str("url"))
+	mr := []byte(`{"object_kind":"merge_request","user":{"username":"alice"},"project":{"id":200},
+		"object_attributes":{"iid":3,"title":"Add it","action":"merge","url":"https://gl.test/mr/3"}}`)
+	hc := &client{t: t, base: e.URL}
+	if r := hc.do("POST", u.Path, mr, "X-Gitlab-Event", "Merge Request Hook", "X-Gitlab-Token", "wrong"); r.Status != 403 {
+		t.Errorf("wrong token: %d %s", r.Status, r.Raw)
+	}
+	if r := hc.do("POST", u.Path, mr, "X-Gitlab-Event", "Merge Request Hook"); r.Status != 401 {
+		t.Errorf("no token: %d %s", r.Status, r.Raw)
+	}
+	if r := hc.do("POST", u.Path, mr, "X-Gitlab-Event", "Merge Request Hook", "X-Gitlab-Token", hook.str("secret")); r.Status != 200 || r.Body["posted"] != true {
+		t.Fatalf("good delivery: %d %s", r.Status, r.Raw)
+	}
+	want := e.svc.ServiceAccount() + ": alice merged merge request !3: Add it https://gl.test/mr/3"
+	if got := notices(t, a, roomID); len(got) != 1 || got[0] != want {
+		t.Fatalf("notices %q, want %q", got, want)
+	}
+}
+
+func TestCreationRateLimit(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	for i := 0; i < 30; i++ {
+		e.forge.AddRepo(fakeforge.Repo{ID: int64(1000 + i), Owner: "acme", Name: fmt.Sprintf("r%d", i)})
+	}
+	c := e.register("carol")
+	limited := false
+	for i := 0; i < 30 && !limited; i++ {
+		r := c.join(fmt.Sprintf("#acme_r%d:%s", i, server))
+		switch {
+		case r.Status == 429 && r.str("errcode") == "M_LIMIT_EXCEEDED":
+			limited = true
+		case r.Status != 200:
+			t.Fatalf("join %d: %d %s", i, r.Status, r.Raw)
+		}
+	}
+	if !limited {
+		t.Fatal("30 creations by one user were not limited")
+	}
+	// Rooms that exist stay joinable.
+	if r := c.join("#acme_r0:" + server); r.Status != 200 {
+		t.Fatalf("joining an existing room after the limit: %d %s", r.Status, r.Raw)
+	}
+}

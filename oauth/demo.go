@@ -11,13 +11,6 @@ const (
 	demoClientSecret = "plaza-demo-secret" // not a secret: the forge is local and fake
 )
 
-// DemoPrefix is where the demo forge is served, under the public URL.
-const DemoPrefix = demoPrefix
-
-// DemoForge returns the demo forge when it is offered, else nil; rooms on
-// demand (package community) look its repositories up.
-func (s *Service) DemoForge() *fakeforge.Forge { return s.demo }
-
 // DemoUsers are the demo forge's logins.
 func DemoUsers() []string { return []string{"alice-dev", "bob-dev"} }
 

@@ -102,6 +102,7 @@ func (s *Service) Routes(r chi.Router) {
 	const msc2753 = "/_matrix/client/unstable/org.matrix.msc2753"
 	r.With(auth).Post(msc2753+"/peek/{roomIDOrAlias}", s.peek)
 	r.With(auth).Post(msc2753+"/unpeek/{roomID}", s.unpeek)
+	r.With(auth).Post("/_plaza/admin/v1/seed_room", s.seedRoom)
 }
 
 // optionalAuth authenticates requests that carry a token and lets the others

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"time"
 
 	"plaza/community"
 	"plaza/community/forge"
@@ -63,20 +61,23 @@ func newCommunity(ctx context.Context, cfg Config, hs *homeserver.Server, signIn
 		log.Info("rooms on demand are off (community_forge = off)")
 		return nil, nil
 	}
-	flavour, idp, fc := "", "", forge.Config{ServiceToken: c.Token, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	idp := ""
 	switch {
 	case c.Forge == "github" || (c.Forge == "" && cfg.SSO.GitHubClientID != ""):
-		flavour, idp, fc.APIURL = forge.GitHub, "github", cfg.SSO.GitHubAPIURL
+		idp = "github"
 	case c.Forge == "gitlab" || (c.Forge == "" && cfg.SSO.GitLabClientID != ""):
-		flavour, idp, fc.APIURL = forge.GitLab, "gitlab", cfg.SSO.GitLabURL
-	case signIn.DemoForge() != nil:
-		// The demo forge answers in process, whatever the URL's host.
-		flavour, idp, fc.APIURL = forge.GitHub, "demo", cfg.PublicURL+oauth.DemoPrefix+"/github/api/"
-		fc.HTTP = &http.Client{Timeout: 10 * time.Second, Transport: signIn.DemoForge().Transport()}
+		idp = "gitlab"
 	default:
+		idp = "demo" // offered by sign-in only in demo mode with no forge configured
+	}
+	// Sign-in knows the forge's API address and how to reach it (the demo
+	// forge answers in process).
+	api, ok := signIn.ForgeAPI(idp)
+	if !ok {
 		log.Info("rooms on demand are off: no forge is configured (PLAZA_GITHUB_CLIENT_ID or PLAZA_GITLAB_CLIENT_ID)")
 		return nil, nil
 	}
+	flavour, fc := api.Flavour, forge.Config{APIURL: api.APIURL, HTTP: api.HTTP, ServiceToken: c.Token}
 	client, err := forge.New(flavour, fc)
 	if err != nil {
 		return nil, err

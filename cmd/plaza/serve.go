@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"plaza/homeserver"
 	"plaza/peek"
 	"plaza/peek/snapshot"
@@ -167,6 +169,10 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	if err != nil {
 		return interrupted(fmt.Errorf("starting sign-in: %w", err))
 	}
+	rooms, err := newCommunity(ctx, cfg, hs, signIn, log)
+	if err != nil {
+		return interrupted(fmt.Errorf("starting rooms on demand: %w", err))
+	}
 	if demo {
 		if err := seedDemo(ctx, hs, cfg, log); err != nil {
 			return interrupted(fmt.Errorf("creating the demo content: %w", err))
@@ -178,9 +184,13 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	// The snapshot cache renders each event once for the web room page.
 	renderer := web.NewRenderer()
 	previews := peek.New(hs, peek.Config{Snapshot: snapshot.Config{Render: renderer.Render}})
+	mounts := []func(chi.Router){previews.Routes}
+	if rooms != nil {
+		mounts = append(mounts, rooms.Routes)
+	}
 	// The web site (room pages for anonymous visitors, live streams, the
 	// composer) serves from the previews' snapshot cache.
-	site, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Log: log, Renderer: renderer})
+	site, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Repos: repoRooms(rooms), Log: log, Renderer: renderer})
 	if err != nil {
 		return fmt.Errorf("starting the web site: %w", err)
 	}
@@ -191,7 +201,7 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	stopping, stopReads := context.WithCancel(context.Background())
 	defer stopReads()
 	srv := &http.Server{
-		Handler:           endReadsOnShutdown(signIn.Handler(hs.Handler(previews.Routes, site.Routes)), stopping),
+		Handler:           endReadsOnShutdown(signIn.Handler(hs.Handler(append(mounts, site.Routes)...)), stopping),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,

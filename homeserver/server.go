@@ -149,6 +149,9 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 		return nil, err
 	}
 	fed.SetLocals(federation.Locals{Rooms: rooms, Ephemeral: eph, E2EE: keys, Client: api})
+	// Replacing cross-signing keys asks for the same user-interactive auth
+	// as the client API's other sensitive requests (password or SSO).
+	keys.SetUIA(api.UserInteractiveAuth)
 	api.SetRemoteProfile(fed.ProfileForClient)
 	if err := fed.Sender.Start(ctx, federation.SenderConfig{}, rooms); err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package oauth_test
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"html"
 	"net/http"
 	"net/url"
@@ -223,5 +225,37 @@ func TestUIAPasswordAndSSO(t *testing.T) {
 	if status, out := e.api("POST", "/_matrix/client/v3/account/password", token, map[string]any{"new_password": "pw-2", "logout_devices": false,
 		"auth": map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "pw-1"}}); status != 200 {
 		t.Fatalf("password stage: %d %v", status, out)
+	}
+}
+
+// TestUIASSOCrossSigning: replacing cross-signing keys (e2ee) goes through
+// the same user-interactive auth, so an SSO account can reset them.
+func TestUIASSOCrossSigning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	token := e.ssoAccess("gitlab")
+	master := func() map[string]any {
+		pub, _, err := ed25519.GenerateKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := base64.RawStdEncoding.EncodeToString(pub)
+		return map[string]any{"master_key": map[string]any{"user_id": "@alice:plaza.test", "usage": []string{"master"}, "keys": map[string]string{"ed25519:" + k: k}}}
+	}
+	const upload = "/_matrix/client/v3/keys/device_signing/upload"
+	if status, out := e.api("POST", upload, token, master()); status != 200 {
+		t.Fatalf("first upload: %d %v", status, out)
+	}
+	replacement := master()
+	session, flows := e.uiaChallenge("POST", upload, token, replacement)
+	if strings.Join(flows, ";") != "m.login.sso" {
+		t.Fatalf("flows %v", flows)
+	}
+	if p := e.reauthenticate(session, "GitLab", "replace your cross-signing keys"); p.status != 200 {
+		t.Fatalf("completion: %d %s", p.status, p.body)
+	}
+	replacement["auth"] = map[string]any{"session": session}
+	if status, out := e.api("POST", upload, token, replacement); status != 200 {
+		t.Fatalf("replacement after SSO: %d %v", status, out)
 	}
 }

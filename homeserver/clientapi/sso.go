@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -270,4 +271,18 @@ func (a *API) checkUserUIA(r *http.Request, rq *httpapi.Requester, auth *authDic
 		return nil
 	}
 	return challenge(httpapi.Forbidden("unsupported auth type %q", auth.Type))
+}
+
+// UserInteractiveAuth runs the user-interactive auth of checkUserUIA for
+// another package's sensitive request of userID (e2ee's replacement of
+// cross-signing keys); auth is the request's "auth" member, JSON or null.
+func (a *API) UserInteractiveAuth(r *http.Request, userID string, auth json.RawMessage) error {
+	var d *authDict
+	if len(auth) > 0 && string(auth) != "null" {
+		d = new(authDict)
+		if err := json.Unmarshal(auth, d); err != nil {
+			return httpapi.BadJSON("auth: %v", err)
+		}
+	}
+	return a.checkUserUIA(r, &httpapi.Requester{UserID: userID}, d)
 }

@@ -102,7 +102,19 @@ func (s *Service) uploadCrossSigningKeys(w http.ResponseWriter, r *http.Request)
 	// The first upload needs no authentication (the spec's rule since
 	// v1.11); replacing keys does, as it changes whom others trust.
 	if _, replacing := current["master"]; replacing {
-		if err := s.checkPassword(ctx, rq.UserID, req.Auth); err != nil {
+		check := func() error { return s.checkPassword(ctx, rq.UserID, req.Auth) }
+		if s.uia != nil {
+			// The client API's user-interactive auth: the password, or
+			// single sign-on for accounts that have none.
+			check = func() error {
+				raw, err := json.Marshal(req.Auth)
+				if err != nil {
+					return err
+				}
+				return s.uia(r, rq.UserID, raw)
+			}
+		}
+		if err := check(); err != nil {
 			httpapi.Fail(w, r, err)
 			return
 		}
@@ -358,6 +370,16 @@ func asError(err error) *httpapi.Error {
 	}
 	return httpapi.BadJSON("%v", err)
 }
+
+// UIA runs user-interactive authentication for userID's request r, whose
+// "auth" member is auth (JSON, null when absent); nil lets the request go
+// ahead. The client API provides it (SetUIA), with the password stage and
+// the single sign-on stage for accounts without a password.
+type UIA func(r *http.Request, userID string, auth json.RawMessage) error
+
+// SetUIA makes replacing cross-signing keys use f instead of the password
+// check below. Set it once, before serving.
+func (s *Service) SetUIA(f UIA) { s.uia = f }
 
 // authDict is the "auth" member of a request behind user-interactive
 // authentication.

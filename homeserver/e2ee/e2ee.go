@@ -123,6 +123,8 @@ type Service struct {
 
 	seenDeviceChanges int64 // storage's device-change count when the queue was last read
 	pendingLooked     bool
+
+	uia UIA // user-interactive auth for key replacement (nil: password only)
 }
 
 // otkCountsTTL bounds how long a device's key counts are reused. Uploads and

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver"
@@ -32,14 +33,21 @@ func TestMain(m *testing.M) { storagetest.Main(m) }
 // site is the real homeserver with previews, sign-in and the web site, on a
 // real PostgreSQL database, listening on a random loopback port.
 type site struct {
-	t   *testing.T
-	URL string
-	hs  *homeserver.Server
+	t       testing.TB
+	URL     string
+	hs      *homeserver.Server
+	pool    *pgxpool.Pool
+	handler http.Handler
 }
 
-func newSite(t *testing.T, repos web.RepoRooms) *site {
+func newSite(t testing.TB, repos web.RepoRooms) *site {
 	t.Helper()
-	pool := storagetest.NewDB(t, storage.Migrations())
+	return startSite(t, storagetest.NewDB(t, storage.Migrations()), repos)
+}
+
+// startSite starts a site on a database.
+func startSite(t testing.TB, pool *pgxpool.Pool, repos web.RepoRooms) *site {
+	t.Helper()
 	hs, err := homeserver.New(context.Background(), homeserver.Config{ServerName: "plaza.test", DataDir: t.TempDir(),
 		Registration: "open", BcryptCost: bcrypt.MinCost}, storage.New(pool))
 	if err != nil {
@@ -58,15 +66,16 @@ func newSite(t *testing.T, repos web.RepoRooms) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.Config.Handler = signIn.Handler(hs.Handler(previews.Routes, w.Routes))
+	h := signIn.Handler(hs.Handler(previews.Routes, w.Routes))
+	ts.Config.Handler = h
 	ts.Start()
 	t.Cleanup(ts.Close)
-	return &site{t: t, URL: ts.URL, hs: hs}
+	return &site{t: t, URL: ts.URL, hs: hs, pool: pool, handler: h}
 }
 
 // client speaks the Matrix client API, or browses the site.
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	base   string
 	token  string
 	UserID string

@@ -24,6 +24,7 @@ import (
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/room"
 	"plaza/homeserver/signing"
+	"plaza/homeserver/spectest"
 	"plaza/homeserver/storage"
 	"plaza/homeserver/stream"
 	hsync "plaza/homeserver/sync"
@@ -435,4 +436,147 @@ func TestKeysProfilesAndDirectoryAcrossServers(t *testing.T) {
 func isHTTPStatus(err error, status int) bool {
 	var he *httpapi.Error
 	return errors.As(err, &he) && he.Status == status
+}
+
+// makeRoom creates a room on n with the given create content and initial
+// state besides the creator's join.
+func (n *node) makeRoom(t *testing.T, creator, createContent string, state ...room.Request) string {
+	t.Helper()
+	sk := func(s string) *string { return &s }
+	initial := append([]room.Request{{Sender: creator, Type: "m.room.member", StateKey: sk(creator), Content: json.RawMessage(`{"membership":"join"}`)}}, state...)
+	for i := range initial {
+		initial[i].Sender = creator
+		if initial[i].StateKey == nil {
+			initial[i].StateKey = sk("")
+		}
+	}
+	roomID, err := n.rooms.CreateRoom(context.Background(), event.MustVersion("12"), creator, json.RawMessage(createContent), initial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return roomID
+}
+
+func stateReq(typ, stateKey, content string) room.Request {
+	return room.Request{Type: typ, StateKey: &stateKey, Content: json.RawMessage(content)}
+}
+
+// The public room directory and space hierarchies answer other servers,
+// in the spec's shapes, with filters and pages.
+func TestPublicRoomsAndHierarchy(t *testing.T) {
+	ca := newCA(t)
+	a, b := newNode(t, ca), newNode(t, ca)
+	ctx := context.Background()
+	bob := b.user(t, "bob", "BDEV")
+	pub := func(extra ...room.Request) []room.Request {
+		return append([]room.Request{stateReq("m.room.join_rules", "", `{"join_rule":"public"}`)}, extra...)
+	}
+	lobby := b.makeRoom(t, bob, `{"room_version":"12"}`, pub(stateReq("m.room.name", "", `{"name":"Lobby"}`),
+		stateReq("m.room.topic", "", `{"topic":"say hello"}`), stateReq("m.room.history_visibility", "", `{"history_visibility":"world_readable"}`))...)
+	dev := b.makeRoom(t, bob, `{"room_version":"12"}`, pub(stateReq("m.room.name", "", `{"name":"Development"}`))...)
+	secret := b.makeRoom(t, bob, `{"room_version":"12"}`, stateReq("m.room.join_rules", "", `{"join_rule":"invite"}`))
+	space := b.makeRoom(t, bob, `{"room_version":"12","type":"m.space"}`, pub(stateReq("m.room.name", "", `{"name":"Org"}`),
+		stateReq("m.space.child", lobby, `{"via":["`+b.name+`"],"suggested":true}`),
+		stateReq("m.space.child", dev, `{"via":["`+b.name+`"]}`),
+		stateReq("m.space.child", secret, `{"via":["`+b.name+`"]}`),
+		stateReq("m.space.child", "!elsewhere:example.org", `{"via":["example.org"]}`),
+		stateReq("m.space.child", "!removed:example.org", `{}`))...)
+	for _, r := range []string{lobby, dev, space} {
+		if err := b.db.SetPublished(ctx, r, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two more members make the lobby the biggest room.
+	sk := func(s string) *string { return &s }
+	for _, u := range []string{"@x:" + a.name, "@y:" + a.name} {
+		if _, err := b.rooms.Send(ctx, lobby, room.Request{Sender: u, Type: "m.room.member", StateKey: sk(u), Content: json.RawMessage(`{"membership":"join"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spec := spectest.ForTest(t)
+
+	var raw json.RawMessage
+	if err := a.svc.Client.DoJSON(ctx, b.name, "GET", "/_matrix/federation/v1/publicRooms?limit=2", nil, &raw, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := spec.Validate("GET", "/_matrix/client/v3/publicRooms", 200, raw); err != nil {
+		t.Errorf("publicRooms against the spec's schema: %v", err)
+	}
+	var page struct {
+		Chunk []roomSummary `json:"chunk"`
+		Next  string        `json:"next_batch"`
+		Total int           `json:"total_room_count_estimate"`
+	}
+	_ = json.Unmarshal(raw, &page)
+	if len(page.Chunk) != 2 || page.Chunk[0].RoomID != lobby || page.Total != 3 || page.Next == "" {
+		t.Fatalf("first page: %s", raw)
+	}
+	if c := page.Chunk[0]; c.Name != "Lobby" || c.Topic != "say hello" || !c.WorldReadable || c.NumJoinedMembers != 3 || c.JoinRule != "public" {
+		t.Errorf("lobby: %+v", c)
+	}
+	seen := []string{page.Chunk[0].RoomID, page.Chunk[1].RoomID}
+	if err := a.svc.Client.DoJSON(ctx, b.name, "GET", "/_matrix/federation/v1/publicRooms?limit=2&since="+page.Next, nil, &page, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Chunk) != 1 || slices.Contains(seen, page.Chunk[0].RoomID) {
+		t.Errorf("second page: %+v after %v", page.Chunk, seen)
+	}
+	if err := a.svc.Client.DoJSON(ctx, b.name, "POST", "/_matrix/federation/v1/publicRooms",
+		map[string]any{"filter": map[string]any{"generic_search_term": "DEVELOP"}}, &page, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Chunk) != 1 || page.Chunk[0].RoomID != dev {
+		t.Errorf("search: %+v", page.Chunk)
+	}
+	if err := a.svc.Client.DoJSON(ctx, b.name, "POST", "/_matrix/federation/v1/publicRooms",
+		map[string]any{"filter": map[string]any{"room_types": []string{"m.space"}}}, &page, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Chunk) != 1 || page.Chunk[0].RoomID != space || page.Chunk[0].RoomType != "m.space" {
+		t.Errorf("spaces only: %+v", page.Chunk)
+	}
+	err := a.svc.Client.DoJSON(ctx, b.name, "GET", "/_matrix/federation/v1/publicRooms?since=bogus", nil, nil, true)
+	if !isRemote(err, 400, "M_INVALID_PARAM") {
+		t.Errorf("bad since: %v", err)
+	}
+
+	raw = nil
+	if err := a.svc.Client.DoJSON(ctx, b.name, "GET", "/_matrix/federation/v1/hierarchy/"+space, nil, &raw, true); err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Room struct {
+			RoomID        string          `json:"room_id"`
+			RoomType      string          `json:"room_type"`
+			ChildrenState []strippedState `json:"children_state"`
+		} `json:"room"`
+		Children     []roomSummary `json:"children"`
+		Inaccessible []string      `json:"inaccessible_children"`
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Room.RoomID != space || h.Room.RoomType != "m.space" || len(h.Room.ChildrenState) != 4 {
+		t.Errorf("hierarchy room: %s", raw)
+	}
+	var kids []string
+	for _, c := range h.Children {
+		kids = append(kids, c.RoomID)
+	}
+	slices.Sort(kids)
+	want := []string{lobby, dev}
+	slices.Sort(want)
+	if !slices.Equal(kids, want) || !slices.Equal(h.Inaccessible, []string{secret}) {
+		t.Errorf("children %v (want %v), inaccessible %v (want %s)", kids, want, h.Inaccessible, secret)
+	}
+	if err := a.svc.Client.DoJSON(ctx, b.name, "GET", "/_matrix/federation/v1/hierarchy/"+space+"?suggested_only=true", nil, &h, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Children) != 1 || h.Children[0].RoomID != lobby {
+		t.Errorf("suggested only: %+v", h.Children)
+	}
+	err = a.svc.Client.DoJSON(ctx, b.name, "GET", "/_matrix/federation/v1/hierarchy/"+secret, nil, nil, true)
+	if !isRemote(err, 404, "M_NOT_FOUND") {
+		t.Errorf("hierarchy of a private room: %v", err)
+	}
 }

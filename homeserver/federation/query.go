@@ -22,7 +22,8 @@ import (
 const maxQueryBody = 512 << 10
 
 // QueryRoutes adds the authenticated query endpoints: profiles, aliases,
-// devices and E2EE keys of this server's users.
+// devices and E2EE keys of this server's users, the public room directory
+// and space hierarchies.
 func (s *Service) QueryRoutes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(s.Authenticate)
@@ -32,6 +33,7 @@ func (s *Service) QueryRoutes(r chi.Router) {
 		r.Post("/_matrix/federation/v1/user/keys/query", s.userKeysQuery)
 		r.Post("/_matrix/federation/v1/user/keys/claim", s.userKeysClaim)
 	})
+	s.DirectoryRoutes(r)
 }
 
 // localUser checks that userID is a user of this server.

@@ -126,3 +126,12 @@ func (db *DB) SetDestinationBackoff(ctx context.Context, destination string, b D
 	}
 	return nil
 }
+
+// PublishedRoomIDs returns the rooms listed in the public room directory.
+func (db *DB) PublishedRoomIDs(ctx context.Context) ([]string, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT room_id FROM rooms WHERE published ORDER BY room_nid`)
+	if err != nil {
+		return nil, fmt.Errorf("published rooms: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}

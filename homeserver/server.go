@@ -149,6 +149,8 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 		return nil, err
 	}
 	fed.SetLocals(federation.Locals{Rooms: rooms, Ephemeral: eph, E2EE: keys, Client: api})
+	rooms.SetFederation(fed.Keys, fed.Fetcher())
+	api.SetRemote(fed.Remote())
 	// Replacing cross-signing keys asks for the same user-interactive auth
 	// as the client API's other sensitive requests (password or SSO).
 	keys.SetUIA(api.UserInteractiveAuth)
@@ -186,7 +188,7 @@ func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 // key server, the notary and the Server-Server API. mounts add routes, behind
 // s.Federation.Authenticate where they need a signed request.
 func (s *Server) FederationHandler(mounts ...func(chi.Router)) http.Handler {
-	return s.Federation.Handler(append([]func(chi.Router){s.Federation.QueryRoutes}, mounts...)...)
+	return s.Federation.Handler(append([]func(chi.Router){s.Federation.QueryRoutes, s.Federation.PDURoutes}, mounts...)...)
 }
 
 // loadOrCreateKey reads the server's signing key, creating it on first start.

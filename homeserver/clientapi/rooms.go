@@ -379,18 +379,65 @@ func (a *API) sendOwnMembership(ctx context.Context, roomID, userID, membership,
 }
 
 func (a *API) joinRoomIDOrAlias(w http.ResponseWriter, r *http.Request) {
-	roomID, _, err := a.resolveRoom(r.Context(), httpapi.PathParam(r, "roomIDOrAlias"), requester(r).UserID)
+	roomID, servers, err := a.resolveRoom(r.Context(), httpapi.PathParam(r, "roomIDOrAlias"), requester(r).UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
+	servers = append(servers, r.URL.Query()["server_name"]...)
+	servers = append(servers, r.URL.Query()["via"]...)
+	if a.joinRemote(w, r, roomID, servers) {
+		return
+	}
 	a.join(w, r, roomID)
+}
+
+// joinRemote joins a room this server is not in over federation, through
+// servers (and the room ID's own server). It reports whether it answered.
+func (a *API) joinRemote(w http.ResponseWriter, r *http.Request, roomID string, servers []string) bool {
+	ctx := r.Context()
+	if a.remote == nil {
+		return false
+	}
+	if _, err := a.rooms.Version(ctx, roomID); !errors.Is(err, room.ErrNotFound) {
+		return false
+	}
+	rq := requester(r)
+	if rq.IsGuest {
+		httpapi.Fail(w, r, httpapi.GuestAccessForbidden())
+		return true
+	}
+	if err := a.limiter.allow("join", rq.UserID); err != nil {
+		httpapi.Fail(w, r, err)
+		return true
+	}
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := httpapi.Decode(r, &req); err != nil {
+		httpapi.Fail(w, r, err)
+		return true
+	}
+	content := map[string]any{"membership": "join"}
+	if req.Reason != "" {
+		content["reason"] = req.Reason
+	}
+	a.profileContent(ctx, rq.UserID, content)
+	if err := a.remote.Join(ctx, roomID, rq.UserID, servers, mustJSON(content)); err != nil {
+		httpapi.Fail(w, r, roomErr(err))
+		return true
+	}
+	httpapi.Respond(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return true
 }
 
 func (a *API) joinRoomID(w http.ResponseWriter, r *http.Request) {
 	roomID := httpapi.PathParam(r, "roomID")
 	if !id.ValidRoomID(roomID) {
 		httpapi.Fail(w, r, httpapi.InvalidParam("invalid room ID"))
+		return
+	}
+	if a.joinRemote(w, r, roomID, nil) {
 		return
 	}
 	a.join(w, r, roomID)

@@ -77,6 +77,8 @@ type Service struct {
 	// Sender delivers PDUs and EDUs to other servers once started.
 	Sender *Sender
 	locals Locals // set by SetLocals
+	// inbound holds /send's rate limits and transaction answers.
+	inbound inbound
 
 	ownMu   sync.Mutex
 	ownBody []byte // our signed key response, see ownKeyResponse

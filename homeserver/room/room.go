@@ -48,6 +48,8 @@ type Service struct {
 	serverName string
 	key        signing.Key
 	now        func() time.Time
+	keys       KeyVerifier // see SetFederation
+	fetch      Fetcher
 
 	mu    sync.Mutex
 	rooms map[string]*roomEntry
@@ -105,6 +107,7 @@ type roomEntry struct {
 	joined      int // members whose current membership is join
 	extremities []*event.Event
 	chainLen    int
+	servers     []string // servers with joined members; nil: not computed
 
 	qmu     sync.Mutex
 	queue   []*pending
@@ -112,8 +115,10 @@ type roomEntry struct {
 }
 
 type pending struct {
-	req  Request
-	done chan struct{}
+	req Request
+	// remote, if set, is a received event to place instead of req.
+	remote *incoming
+	done   chan struct{}
 	res  Result
 	err  error
 }
@@ -155,16 +160,26 @@ func (s *Service) load(ctx context.Context, roomID string) (*roomEntry, error) {
 	if r.loaded {
 		return r, nil
 	}
+	if err := s.fill(ctx, r, roomID); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// fill loads a room's state into r; the caller holds r.loadMu. A room whose
+// row holds no state yet (only outliers: a join over federation that did
+// not finish) is not one we are in.
+func (s *Service) fill(ctx context.Context, r *roomEntry, roomID string) error {
 	row, err := s.db.Room(ctx, roomID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, ErrNotFound
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && row.StateGroup == 0) {
+		return ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	entries, err := s.db.StateOfGroup(ctx, row.StateGroup)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	nids := make([]int64, len(entries))
 	for i, e := range entries {
@@ -172,7 +187,7 @@ func (s *Service) load(ctx context.Context, roomID string) (*roomEntry, error) {
 	}
 	evs, err := s.db.EventsByNID(ctx, nids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	state := make(map[event.TypeKey]stateItem, len(evs))
 	for _, se := range evs {
@@ -181,11 +196,11 @@ func (s *Service) load(ctx context.Context, roomID string) (*roomEntry, error) {
 	}
 	ext, err := s.db.EventsByID(ctx, row.Extremities)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	chainLen, err := s.db.StateGroupChainLen(ctx, row.StateGroup)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	joined := 0
 	for tk, it := range state {
@@ -201,7 +216,7 @@ func (s *Service) load(ctx context.Context, roomID string) (*roomEntry, error) {
 	}
 	r.smu.Unlock()
 	r.loaded = true
-	return r, nil
+	return nil
 }
 
 // Version returns a room's version.
@@ -267,6 +282,12 @@ func (s *Service) Send(ctx context.Context, roomID string, req Request) (Result,
 		return Result{}, err
 	}
 	p := &pending{req: req, done: make(chan struct{})}
+	s.enqueue(r, p)
+	return p.res, p.err
+}
+
+// enqueue hands p to the room's writer and waits until it is written.
+func (s *Service) enqueue(r *roomEntry, p *pending) {
 	r.qmu.Lock()
 	r.queue = append(r.queue, p)
 	lead := !r.writing
@@ -279,7 +300,6 @@ func (s *Service) Send(ctx context.Context, roomID string, req Request) (Result,
 	// watching ctx never blocks forever, and a request that was written is
 	// reported as written.
 	<-p.done
-	return p.res, p.err
 }
 
 // drainOnce writes one batch from the queue, then hands what is left to a
@@ -308,6 +328,7 @@ func (s *Service) drainOnce(r *roomEntry) {
 // step. The caller holds r.smu.
 func (r *roomEntry) setState(tk event.TypeKey, it stateItem) {
 	if tk.Type == event.TypeMember {
+		r.servers = nil
 		if old := r.state[tk].ev; old != nil && MembershipOf(old) == "join" {
 			r.joined--
 		}
@@ -333,7 +354,27 @@ func (o *overlay) get(typ, sk string) *event.Event {
 	return o.base[tk].ev
 }
 
+// writeBatch writes a batch in queue order: runs of local requests as one
+// group commit each, received events one by one between them.
 func (s *Service) writeBatch(r *roomEntry, batch []*pending) {
+	var locals []*pending
+	for _, p := range batch {
+		if p.remote == nil {
+			locals = append(locals, p)
+			continue
+		}
+		if len(locals) > 0 {
+			s.writeLocal(r, locals)
+			locals = nil
+		}
+		s.writeRemote(r, p)
+	}
+	if len(locals) > 0 {
+		s.writeLocal(r, locals)
+	}
+}
+
+func (s *Service) writeLocal(r *roomEntry, batch []*pending) {
 	ctx := context.Background()
 	r.smu.RLock()
 	row := r.row

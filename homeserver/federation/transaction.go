@@ -1,0 +1,179 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"plaza/homeserver/httpapi"
+	"plaza/homeserver/id"
+	"plaza/homeserver/room"
+)
+
+// The spec's bounds on one transaction.
+const (
+	maxPDUsPerTxn = 50
+	// txnRate and txnBurst bound the transactions one origin may send: a
+	// flooding server is slowed down, others are not.
+	txnRate  = 20 // per second
+	txnBurst = 100
+	// maxTxnCache bounds the remembered answers to transactions.
+	maxTxnCache = 10000
+)
+
+// inbound is the state /send keeps across requests: per-origin rate limits
+// and the answers to recent transactions (a retried transaction gets the
+// same answer and is not processed twice).
+type inbound struct {
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	done    map[string]json.RawMessage // origin + "\x00" + txnID → answer
+	running map[string]chan struct{}
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (in *inbound) allow(origin string, now time.Time) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.buckets == nil {
+		in.buckets = map[string]*bucket{}
+	}
+	b := in.buckets[origin]
+	if b == nil {
+		if len(in.buckets) > maxTxnCache {
+			clear(in.buckets)
+		}
+		b = &bucket{tokens: txnBurst, last: now}
+		in.buckets[origin] = b
+	}
+	b.tokens = min(txnBurst, b.tokens+now.Sub(b.last).Seconds()*txnRate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// PUT /send/{txnID}
+func (s *Service) serveSend(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	origin := Origin(ctx)
+	txnID := httpapi.PathParam(r, "txnID")
+	if !s.inbound.allow(origin, s.cfg.Now()) {
+		httpapi.Fail(w, r, httpapi.LimitExceeded(1000))
+		return
+	}
+	var txn struct {
+		Origin string            `json:"origin"`
+		PDUs   []json.RawMessage `json:"pdus"`
+		EDUs   []json.RawMessage `json:"edus"`
+	}
+	if err := httpapi.DecodeLimit(r, &txn, s.cfg.MaxBodyBytes); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	switch {
+	case txn.Origin != "" && txn.Origin != origin:
+		httpapi.Fail(w, r, httpapi.Forbidden("transaction origin %q is not the signing server %s", txn.Origin, origin))
+		return
+	case len(txn.PDUs) > maxPDUsPerTxn:
+		httpapi.Fail(w, r, httpapi.TooLarge("a transaction holds at most %d PDUs", maxPDUsPerTxn))
+		return
+	case len(txn.EDUs) > maxEDUsPerTxn:
+		httpapi.Fail(w, r, httpapi.TooLarge("a transaction holds at most %d EDUs", maxEDUsPerTxn))
+		return
+	}
+	key := origin + "\x00" + txnID
+	for {
+		s.inbound.mu.Lock()
+		if ans, ok := s.inbound.done[key]; ok {
+			s.inbound.mu.Unlock()
+			httpapi.RespondRaw(w, http.StatusOK, ans)
+			return
+		}
+		wait, busy := s.inbound.running[key]
+		if !busy {
+			if s.inbound.running == nil {
+				s.inbound.running = map[string]chan struct{}{}
+			}
+			wait = make(chan struct{})
+			s.inbound.running[key] = wait
+			s.inbound.mu.Unlock()
+			defer func() {
+				s.inbound.mu.Lock()
+				delete(s.inbound.running, key)
+				s.inbound.mu.Unlock()
+				close(wait)
+			}()
+			break
+		}
+		s.inbound.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return
+		}
+	}
+	// The PDUs are processed even if the sender hangs up: what was
+	// accepted stays accepted, and the retry finds the answer.
+	pctx := context.WithoutCancel(ctx)
+	results := map[string]any{}
+	for _, raw := range txn.PDUs {
+		evID, err := s.receivePDU(pctx, origin, raw)
+		if evID == "" {
+			continue // not even an event ID to answer about
+		}
+		if err != nil {
+			results[evID] = map[string]string{"error": err.Error()}
+		} else {
+			results[evID] = map[string]any{}
+		}
+	}
+	s.receiveEDUs(pctx, origin, txn.EDUs)
+	ans, _ := json.Marshal(map[string]any{"pdus": results})
+	s.inbound.mu.Lock()
+	if s.inbound.done == nil || len(s.inbound.done) > maxTxnCache {
+		s.inbound.done = map[string]json.RawMessage{}
+	}
+	s.inbound.done[key] = ans
+	s.inbound.mu.Unlock()
+	httpapi.RespondRaw(w, http.StatusOK, ans)
+}
+
+// receivePDU places one PDU of a transaction. It returns the event's ID
+// ("" when the PDU is too broken to have one).
+func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMessage) (string, error) {
+	var head struct {
+		RoomID string `json:"room_id"`
+	}
+	if json.Unmarshal(raw, &head) != nil || !id.ValidRoomID(head.RoomID) || s.locals.Rooms == nil {
+		return "", errors.New("not a PDU of a known room")
+	}
+	v, err := s.locals.Rooms.Version(ctx, head.RoomID)
+	if err != nil {
+		return "", err
+	}
+	ev, err := s.locals.Rooms.CheckPDU(ctx, v, raw)
+	if err != nil {
+		return "", err
+	}
+	if ev.RoomID() != head.RoomID {
+		return ev.ID(), errors.New("room_id mismatch")
+	}
+	if err := s.aclAllows(ctx, head.RoomID, origin); err != nil {
+		return ev.ID(), err
+	}
+	_, err = s.locals.Rooms.Receive(ctx, origin, head.RoomID, raw)
+	if errors.Is(err, room.ErrRejected) {
+		return ev.ID(), err
+	}
+	return ev.ID(), err
+}

@@ -294,6 +294,26 @@ func (s *Sender) Queue(ctx context.Context, destinations []string, pdus, edus []
 	return nil
 }
 
+// Relay queues an event that another server gave only to us for the other
+// servers of its room, origin excepted: a join, leave or knock made through
+// us (send_join, send_leave, send_knock) reaches the rest of the room this
+// way. The room subscription does not send such events, since their sender
+// is not ours.
+func (s *Sender) Relay(ctx context.Context, roomID, origin string, pdu []byte) error {
+	s.forgetServers(roomID) // a join adds a server
+	servers, err := s.RoomServers(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	dests := make([]string, 0, len(servers))
+	for _, d := range servers {
+		if d != origin {
+			dests = append(dests, d)
+		}
+	}
+	return s.Queue(ctx, dests, [][]byte{pdu}, nil)
+}
+
 // QueueEDU queues one EDU of the given type for the destinations.
 func (s *Sender) QueueEDU(ctx context.Context, destinations []string, eduType string, content any) error {
 	if len(destinations) == 0 {

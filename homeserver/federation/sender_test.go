@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -361,5 +362,23 @@ func TestSenderQueuesLocalEvents(t *testing.T) {
 	}
 	if n := c.attemptCount(); n != 0 {
 		t.Errorf("a server with no member got %d transactions", n)
+	}
+
+	// carol joins through us (send_join): her join is relayed to b, not
+	// back to her own server.
+	carol := "@carol:" + c.name
+	join, err := rooms.Send(ctx, roomID, room.Request{Sender: carol, Type: "m.room.member", StateKey: strp(carol), Content: json.RawMessage(`{"membership":"join"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.svc.Sender.Relay(ctx, roomID, c.name, join.Event.JSON()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the relayed join at b", func() bool { p, _, _ := b.received(); return len(p) == 3 })
+	if pdus, _, _ := b.received(); !strings.Contains(pdus[2], carol) {
+		t.Errorf("relayed %s, want carol's join", pdus[2])
+	}
+	if n := c.attemptCount(); n != 0 {
+		t.Errorf("the joiner's server got its own join back (%d transactions)", n)
 	}
 }

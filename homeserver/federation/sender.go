@@ -316,6 +316,11 @@ func (s *Sender) Relay(ctx context.Context, roomID, origin string, pdu []byte) e
 
 // QueueEDU queues one EDU of the given type for the destinations.
 func (s *Sender) QueueEDU(ctx context.Context, destinations []string, eduType string, content any) error {
+	if eduType == "m.typing" || eduType == "m.presence" {
+		// Worthless by the time a failing server is retried: not queued
+		// for it, so a server that is down does not pile them up.
+		destinations = slices.DeleteFunc(slices.Clone(destinations), s.backingOff)
+	}
 	if len(destinations) == 0 {
 		return nil
 	}
@@ -324,6 +329,14 @@ func (s *Sender) QueueEDU(ctx context.Context, destinations []string, eduType st
 		return fmt.Errorf("EDU %s: %w", eduType, err)
 	}
 	return s.Queue(ctx, destinations, nil, [][]byte{body})
+}
+
+// backingOff reports whether dest failed last time and waits for a retry.
+func (s *Sender) backingOff(dest string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.dests[dest]
+	return d != nil && d.failures > 0
 }
 
 // kick starts sending dest's queue unless that is under way or dest is

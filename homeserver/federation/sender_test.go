@@ -275,6 +275,13 @@ func TestSenderResumesAfterRestart(t *testing.T) {
 		bo, err := a.db.DestinationBackoffs(ctx)
 		return err == nil && bo[b.name].Failures == 1
 	})
+	// While b backs off, typing is not queued for it; to-device messages are.
+	if err := s.QueueEDU(ctx, []string{b.name}, "m.typing", map[string]any{"typing": true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueueEDU(ctx, []string{b.name}, "m.direct_to_device", map[string]any{"message_id": "m1"}); err != nil {
+		t.Fatal(err)
+	}
 	s.Stop()
 	b.setMode("ok")
 
@@ -287,8 +294,8 @@ func TestSenderResumesAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "delivery after restart", func() bool { p, _, _ := b.received(); return len(p) == 1 })
-	if p, _, _ := b.received(); p[0] != string(pdu(7)) {
-		t.Errorf("delivered %s", p[0])
+	if p, e, _ := b.received(); p[0] != string(pdu(7)) || len(e) != 1 || !strings.Contains(e[0], "m.direct_to_device") {
+		t.Errorf("delivered %s and EDUs %v, want the PDU and the to-device EDU only", p[0], e)
 	}
 	waitFor(t, "the backoff cleared", func() bool {
 		bo, err := a.db.DestinationBackoffs(ctx)

@@ -134,6 +134,7 @@ type Service struct {
 	flight singleflight.Group
 	perms  permCache
 	limit  createLimiter
+	misses missCache
 	rooms  sync.Map // room ID → *storage.CommunityRoom (associations never change)
 	plLock [64]sync.Mutex
 	log    *slog.Logger
@@ -328,7 +329,9 @@ func forgeErr(err error) error {
 	switch {
 	case errors.Is(err, forge.ErrNotFound):
 		return ErrNoSuchRepo
-	case errors.Is(err, forge.ErrUnavailable):
+	case errors.Is(err, forge.ErrUnavailable), errors.Is(err, forge.ErrTokenRefused):
+		// Only the service token is left to refuse: a misconfiguration,
+		// which looks to users like an unreachable forge.
 		return fmt.Errorf("%w: %w", ErrForgeUnavailable, err)
 	}
 	return err

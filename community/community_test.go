@@ -715,3 +715,42 @@ func TestCreationRateLimit(t *testing.T) {
 		t.Fatalf("joining an existing room after the limit: %d %s", r.Status, r.Raw)
 	}
 }
+
+func TestRemoteLookupAndStaleTokens(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	ctx := context.Background()
+	e.forge.AddRepo(fakeforge.Repo{ID: 300, Owner: "alice", Name: "dotfiles", Description: "Config"})
+	// Another server asking (/query/directory) creates a public repository's
+	// room, with the user's space as its parent, but never a private one's.
+	roomID, err := e.hs.Client.ResolveLocalAlias(ctx, "#alice_dotfiles:"+server, "")
+	if err != nil || roomID == "" {
+		t.Fatalf("remote lookup: %q %v", roomID, err)
+	}
+	space, err := e.svc.RepoRoom(ctx, "alice", "")
+	if err != nil {
+		t.Fatalf("the user's space: %v", err)
+	}
+	c := e.register("carol")
+	if _, ok := c.state(roomID, "m.space.parent", space)["via"]; !ok {
+		t.Error("a user's repository is not a child of the user's space")
+	}
+	if _, err := e.hs.Client.ResolveLocalAlias(ctx, "#acme_secret:"+server, ""); err == nil {
+		t.Fatal("a remote lookup found a private repository")
+	}
+	if n := e.communityRooms("repo"); n != 1 {
+		t.Fatalf("%d repository rooms", n)
+	}
+	// A token the forge refuses (revoked) neither blocks a public room nor
+	// changes levels.
+	e.idents.mu.Lock()
+	e.idents.byID[c.UserID] = &oauth.ForgeIdentity{IDP: "github", ForgeUserID: alice, Token: &oauth2.Token{AccessToken: "revoked"}}
+	e.idents.mu.Unlock()
+	r := c.join("#acme_widget:" + server)
+	if r.Status != 200 {
+		t.Fatalf("join with a revoked token: %d %s", r.Status, r.Raw)
+	}
+	if got, ok := levels(c, r.str("room_id"))[c.UserID]; ok {
+		t.Errorf("a revoked token gave level %v", got)
+	}
+	c.fails(404, "M_NOT_FOUND", "POST", "/_matrix/client/v3/join/"+url.PathEscape("#acme_secret:"+server), map[string]any{})
+}

@@ -25,8 +25,19 @@ const maxAvatarBytes = 1 << 20
 // repoRoom looks a repository up on the forge and, when create, makes its
 // room (and its owner's space).
 func (s *Service) repoRoom(ctx context.Context, path, viewer string, token *oauth2.Token, create bool) (string, error) {
+	if token == nil && s.misses.has(kindRepo+":"+path, s.cfg.Now()) {
+		return "", ErrNoSuchRepo
+	}
 	repo, err := s.cfg.Forge.Repo(ctx, path, token)
+	if errors.Is(err, forge.ErrTokenRefused) && token != nil {
+		// A stale token does not stop anyone opening a public room.
+		token = nil
+		repo, err = s.cfg.Forge.Repo(ctx, path, nil)
+	}
 	if err != nil {
+		if token == nil && errors.Is(err, forge.ErrNotFound) {
+			s.misses.add(kindRepo+":"+path, s.cfg.Now().Add(missTTL))
+		}
 		return "", forgeErr(err)
 	}
 	if token == nil && repo.Private {
@@ -53,8 +64,18 @@ func (s *Service) ownerSpace(ctx context.Context, path, viewer string, token *oa
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return "", err
 	}
+	if token == nil && s.misses.has(kindOwner+":"+path, s.cfg.Now()) {
+		return "", ErrNoSuchRepo
+	}
 	owner, err := s.cfg.Forge.Owner(ctx, path, token)
+	if errors.Is(err, forge.ErrTokenRefused) && token != nil {
+		token = nil
+		owner, err = s.cfg.Forge.Owner(ctx, path, nil)
+	}
 	if err != nil {
+		if token == nil && errors.Is(err, forge.ErrNotFound) {
+			s.misses.add(kindOwner+":"+path, s.cfg.Now().Add(missTTL))
+		}
 		return "", forgeErr(err)
 	}
 	if token == nil && owner.Private {
@@ -279,6 +300,33 @@ func mustJSON(v any) json.RawMessage {
 		panic(err) // only called with maps of plain values
 	}
 	return b
+}
+
+// missTTL is how long "the forge has no such thing" is believed for
+// lookups made without a user's token, so that lookups of made-up aliases
+// (by anyone, or by other servers) do not spend the forge's rate limit.
+const missTTL = time.Minute
+
+// missCache remembers paths the forge said do not exist.
+type missCache struct {
+	mu      sync.Mutex
+	entries map[string]time.Time // lower-cased kind:path → expiry
+}
+
+func (c *missCache) has(key string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	exp, ok := c.entries[strings.ToLower(key)]
+	return ok && now.Before(exp)
+}
+
+func (c *missCache) add(key string, expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil || len(c.entries) >= maxTracked {
+		c.entries = map[string]time.Time{}
+	}
+	c.entries[strings.ToLower(key)] = expires
 }
 
 // createLimiter counts creations per user in fixed windows.

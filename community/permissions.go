@@ -100,6 +100,10 @@ func (s *Service) access(ctx context.Context, c *storage.CommunityRoom, userID s
 	if c.Kind == kindRepo {
 		repo, err := s.cfg.Forge.Repo(ctx, c.Path, token)
 		switch {
+		case errors.Is(err, forge.ErrTokenRefused):
+			// A stale token tells nothing: treat its holder as someone
+			// without a forge identity until they sign in again.
+			return public, false, nil
 		case errors.Is(err, forge.ErrNotFound):
 			a = forge.AccessNone
 		case err != nil:
@@ -116,6 +120,8 @@ func (s *Service) access(ctx context.Context, c *storage.CommunityRoom, userID s
 		// admits those who can see the group.
 		_, err := s.cfg.Forge.Owner(ctx, c.Path, token)
 		switch {
+		case errors.Is(err, forge.ErrTokenRefused):
+			return public, false, nil
 		case errors.Is(err, forge.ErrNotFound):
 			a = forge.AccessNone
 		case err != nil:

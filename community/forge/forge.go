@@ -18,6 +18,9 @@ var (
 	// ErrNotFound: the forge has no such thing, or will not show it to the
 	// token's holder (both forges answer 404 for private things).
 	ErrNotFound = errors.New("forge: not found")
+	// ErrTokenRefused: the forge refused the token itself (revoked,
+	// expired): nothing is known about its holder's access.
+	ErrTokenRefused = errors.New("forge: token refused")
 	// ErrUnavailable: the forge could not be asked (network, 5xx, rate
 	// limit). Callers keep public rooms usable and grant no power.
 	ErrUnavailable = errors.New("forge: unavailable")
@@ -103,14 +106,16 @@ func New(flavour string, cfg Config) (Client, error) {
 	return nil, errors.New("forge: unknown flavour " + flavour)
 }
 
-// classify turns a failed call's HTTP status into ErrNotFound or
-// ErrUnavailable. Refusals of the token (401, 403) count as "cannot see": a
-// revoked token must not keep its holder's access. (Rate-limit answers are
-// told apart before this, by the client libraries' own error types.)
+// classify turns a failed call's HTTP status into ErrNotFound,
+// ErrTokenRefused or ErrUnavailable. A 403 counts as "cannot see" (GitLab
+// answers it for things the token may not read). Rate-limit answers are
+// told apart before this, by the client libraries' own error types.
 func classify(status int) error {
 	switch status {
-	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden:
+	case http.StatusNotFound, http.StatusForbidden:
 		return ErrNotFound
+	case http.StatusUnauthorized:
+		return ErrTokenRefused
 	}
 	return ErrUnavailable
 }

@@ -66,11 +66,13 @@ func xpath(q string) chromedp.Search { return chromedp.Search(q) }
 
 // TestChromiumSignIn tries Plaza as a newcomer would after `make run`: the
 // real binary in demo mode (no forge configured, the demo forge offered),
-// and a real headless Chromium that signs in on the web site through the
-// demo forge's consent page, ends with a session cookie and sees who it
-// is; then, as a Matrix client would, signs in with SSO and confirms a
-// device deletion on the m.login.sso fallback page, whose completion
-// script must run under the page's Content-Security-Policy.
+// and a real headless Chromium that opens a repository's page, signs in
+// there through the demo forge's consent page, and comes back signed in
+// (the session cookie set, the page showing the user) to the repository's
+// room, created by that visit. Then, as a Matrix client would, it signs in
+// with SSO and confirms a device deletion on the m.login.sso fallback page,
+// whose completion script must run under the page's
+// Content-Security-Policy; and it signs out.
 func TestChromiumSignIn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary, runs PostgreSQL and Chromium; skipped with -short")
@@ -94,28 +96,70 @@ func TestChromiumSignIn(t *testing.T) {
 	base := "http://" + host
 	userID := "@alice-dev:" + host
 
-	// The web site: the account page offers the demo forge; its consent
-	// page lets one pick a demo user.
+	// A newcomer opens a repository of the demo forge that has no room yet:
+	// the page says so and offers sign-in, creating nothing.
 	err = chromedp.Do(ctx,
-		chromedp.Navigate(base+"/_plaza/account"),
-		chromedp.Click(xpath(`//a[contains(., "Sign in with Demo forge")]`)),
-		chromedp.WaitVisible(xpath(`//h1[contains(., "Sign in to Demo forge")]`)),
-		chromedp.Click(xpath(`//button[contains(., "Continue as alice-dev")]`)),
-		chromedp.WaitVisible(chromedp.CSS("#signed-in-user")),
+		chromedp.Navigate(base+"/acme/widget"),
+		chromedp.WaitVisible(xpath(`//p[contains(., "There is no room for acme/widget yet")]`)),
 	)
 	if err != nil {
-		t.Fatalf("web sign-in in Chromium: %v", err)
+		t.Fatalf("anonymous visit to /acme/widget: %v", err)
 	}
-	who, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#signed-in-user")))
+	// (Not checked through the client API: an alias lookup is one of the
+	// ways that create the room.)
+	hs := homeserverClient{t: t, base: srv.url}
+	alias := "/_matrix/client/v3/directory/room/" + url.PathEscape("#acme_widget:"+host)
+
+	// Sign in with the demo forge: its consent page lets one pick a demo
+	// user; back on the repository's page, signed in, the room exists.
+	err = chromedp.Do(ctx,
+		chromedp.Click(xpath(`//a[contains(., "Sign in with the demo forge")]`)),
+		chromedp.WaitVisible(xpath(`//h1[contains(., "Sign in to Demo forge")]`)),
+		chromedp.Click(xpath(`//button[contains(., "Continue as alice-dev")]`)),
+		chromedp.WaitVisible(chromedp.CSS("main#room")),
+	)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("signing in from /acme/widget in Chromium: %v", err)
 	}
 	location, err := chromedp.Run(ctx, chromedp.Location())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(who, "Alice Developer") || !strings.Contains(who, userID) || location != base+"/_plaza/account" {
-		t.Fatalf("after sign-in the page at %s says %q", location, who)
+	roomAttr, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS("main#room"), "data-room"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main#room .topic")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("header")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resolved struct {
+		RoomID string `json:"room_id"`
+	}
+	hs.do("GET", alias, "", nil, http.StatusOK, &resolved)
+	if location != base+"/acme/widget" || !strings.HasPrefix(roomAttr.Value, "!") || roomAttr.Value != resolved.RoomID ||
+		!strings.HasPrefix(topic, "Widgets for everyone") || !strings.Contains(header, userID) {
+		t.Fatalf("after sign-in: at %s, room %q (alias: %q), topic %q, header %q", location, roomAttr.Value, resolved.RoomID, topic, header)
+	}
+
+	// The account page says who is signed in.
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(base+"/_plaza/account"),
+		chromedp.WaitVisible(chromedp.CSS("#signed-in-user")),
+	)
+	if err != nil {
+		t.Fatalf("account page: %v", err)
+	}
+	who, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#signed-in-user")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(who, "Alice Developer") || !strings.Contains(who, userID) {
+		t.Fatalf("the account page says %q", who)
 	}
 	cookies, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{base + "/"}})
 	if err != nil {
@@ -151,7 +195,6 @@ func TestChromiumSignIn(t *testing.T) {
 	if err != nil || back.Query().Get("client") != "1" || back.Query().Get("loginToken") == "" {
 		t.Fatalf("SSO came back to %q", location)
 	}
-	hs := homeserverClient{t: t, base: srv.url}
 	var login struct {
 		AccessToken string `json:"access_token"`
 		UserID      string `json:"user_id"`

@@ -125,7 +125,7 @@ func TestServeRefusesBadSetting(t *testing.T) {
 }
 
 // buildPlaza builds this package into a temporary directory, once per test.
-func buildPlaza(t *testing.T) string {
+func buildPlaza(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "plaza")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
@@ -138,7 +138,7 @@ func buildPlaza(t *testing.T) string {
 // reachableTempDir is a temporary directory every user can enter. As root,
 // PostgreSQL runs under another account, which cannot pass through the
 // private (0700) directories t.TempDir() makes.
-func reachableTempDir(t *testing.T) string {
+func reachableTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "plaza-e2e-")
 	if err != nil {
@@ -180,7 +180,7 @@ type server struct {
 
 // startServe starts `plaza serve` with JSON logs and waits until it says
 // where it listens.
-func startServe(t *testing.T, bin string, env []string, args ...string) *server {
+func startServe(t testing.TB, bin string, env []string, args ...string) *server {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
@@ -246,7 +246,7 @@ func (s *server) logged(msg string) bool {
 }
 
 // stop sends SIGTERM and expects a clean exit within 15 seconds.
-func (s *server) stop(t *testing.T) {
+func (s *server) stop(t testing.TB) {
 	t.Helper()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

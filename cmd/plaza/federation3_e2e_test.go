@@ -62,7 +62,7 @@ func TestFederationThreeServers(t *testing.T) {
 		t.Skip("builds the binary and runs three servers with PostgreSQL; skipped with -short")
 	}
 	all := os.Getenv("PLAZA_FED3_ALL") == "1"
-	pending := func(t *testing.T, name string) {
+	pending := func(t testing.TB, name string) {
 		t.Helper()
 		if reason := fedPending(name); reason != "" && !all {
 			t.Skip(reason)
@@ -104,7 +104,7 @@ func TestFederationThreeServers(t *testing.T) {
 		}
 		joined = true
 	})
-	needJoined := func(t *testing.T) {
+	needJoined := func(t testing.TB) {
 		t.Helper()
 		if !joined {
 			t.Skip("the join by alias did not succeed")
@@ -315,7 +315,7 @@ type fedServer struct {
 
 // startFederation starts n servers that trust one CA and may reach each
 // other on loopback.
-func startFederation(t *testing.T, n int) []*fedServer {
+func startFederation(t testing.TB, n int) []*fedServer {
 	t.Helper()
 	bin := buildPlaza(t)
 	ca := writeRSACA(t, t.TempDir())
@@ -350,7 +350,7 @@ func startFederation(t *testing.T, n int) []*fedServer {
 // freePorts finds n ports free on 127.0.0.1. They are released before the
 // servers bind them, so another process could take one in between; on a
 // test machine that is rare enough, and the server's start then fails loudly.
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	var lns []net.Listener
@@ -368,18 +368,18 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
-func (s *fedServer) start(t *testing.T) {
+func (s *fedServer) start(t testing.TB) {
 	t.Helper()
 	s.srv = startServe(t, s.bin, s.env)
 }
 
-func (s *fedServer) stop(t *testing.T) {
+func (s *fedServer) stop(t testing.TB) {
 	t.Helper()
 	s.srv.stop(t)
 }
 
 // register makes an account with open registration and returns its client.
-func (s *fedServer) register(t *testing.T, user string) *fedClient {
+func (s *fedServer) register(t testing.TB, user string) *fedClient {
 	t.Helper()
 	c := &fedClient{hs: s}
 	var resp struct {
@@ -412,8 +412,17 @@ func (c *fedClient) txn() string { return fmt.Sprintf("t%d-%d", time.Now().UnixN
 
 // request performs one request and returns its status and body; it fails
 // the test only when the server cannot be reached.
-func (c *fedClient) request(t *testing.T, method, path string, body any) (int, []byte) {
+func (c *fedClient) request(t testing.TB, method, path string, body any) (int, []byte) {
 	t.Helper()
+	status, raw, err := c.do(method, path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return status, raw
+}
+
+// do performs one request and returns its status and body.
+func (c *fedClient) do(method, path string, body any) (int, []byte, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -422,13 +431,13 @@ func (c *fedClient) request(t *testing.T, method, path string, body any) (int, [
 	default:
 		js, err := json.Marshal(b)
 		if err != nil {
-			t.Fatal(err)
+			return 0, nil, err
 		}
 		rd = bytes.NewReader(js)
 	}
 	req, err := http.NewRequest(method, c.hs.srv.url+path, rd)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, err
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -436,15 +445,15 @@ func (c *fedClient) request(t *testing.T, method, path string, body any) (int, [
 	client := &http.Client{Timeout: fedWait}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s on %s: %v", method, path, c.hs.name, err)
+		return 0, nil, fmt.Errorf("%s %s on %s: %w", method, path, c.hs.name, err)
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw
+	raw, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, err
 }
 
 // must performs a request that has to succeed, decoding the answer into out.
-func (c *fedClient) must(t *testing.T, method, path string, body, out any) {
+func (c *fedClient) must(t testing.TB, method, path string, body, out any) {
 	t.Helper()
 	status, raw := c.request(t, method, path, body)
 	if status != http.StatusOK {
@@ -457,7 +466,7 @@ func (c *fedClient) must(t *testing.T, method, path string, body, out any) {
 	}
 }
 
-func (c *fedClient) createRoom(t *testing.T, req map[string]any) string {
+func (c *fedClient) createRoom(t testing.TB, req map[string]any) string {
 	t.Helper()
 	var resp struct {
 		RoomID string `json:"room_id"`
@@ -466,7 +475,7 @@ func (c *fedClient) createRoom(t *testing.T, req map[string]any) string {
 	return resp.RoomID
 }
 
-func (c *fedClient) send(t *testing.T, roomID, typ string, content map[string]any) string {
+func (c *fedClient) send(t testing.TB, roomID, typ string, content map[string]any) string {
 	t.Helper()
 	var resp struct {
 		EventID string `json:"event_id"`
@@ -477,7 +486,7 @@ func (c *fedClient) send(t *testing.T, roomID, typ string, content map[string]an
 
 // trySend sends a message that may be refused, returning its event ID (if
 // any) and the status.
-func (c *fedClient) trySend(t *testing.T, roomID string, content map[string]any) (string, int) {
+func (c *fedClient) trySend(t testing.TB, roomID string, content map[string]any) (string, int) {
 	t.Helper()
 	status, raw := c.request(t, "PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/%s", url.PathEscape(roomID), c.txn()), content)
 	var resp struct {
@@ -491,7 +500,7 @@ func text(body string) map[string]any { return map[string]any{"msgtype": "m.text
 
 // timeline returns the room's events as this user's server has them, oldest
 // first, paginating /messages back from the end.
-func (c *fedClient) timeline(t *testing.T, roomID string) []map[string]any {
+func (c *fedClient) timeline(t testing.TB, roomID string) []map[string]any {
 	t.Helper()
 	var all []map[string]any
 	from := ""
@@ -517,7 +526,7 @@ func (c *fedClient) timeline(t *testing.T, roomID string) []map[string]any {
 
 // messageIDs lists the IDs of the room's m.room.message and m.room.encrypted
 // events, oldest first.
-func (c *fedClient) messageIDs(t *testing.T, roomID string) []string {
+func (c *fedClient) messageIDs(t testing.TB, roomID string) []string {
 	t.Helper()
 	var ids []string
 	for _, ev := range c.timeline(t, roomID) {
@@ -530,7 +539,7 @@ func (c *fedClient) messageIDs(t *testing.T, roomID string) []string {
 }
 
 // waitForEvents waits until every event in ids is in the user's timeline.
-func (c *fedClient) waitForEvents(t *testing.T, roomID string, ids []string) {
+func (c *fedClient) waitForEvents(t testing.TB, roomID string, ids []string) {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%d events in %s's timeline", len(ids), c.userID), func() (bool, string) {
 		have := c.messageIDs(t, roomID)
@@ -545,7 +554,7 @@ func (c *fedClient) waitForEvents(t *testing.T, roomID string, ids []string) {
 }
 
 // checkNoDuplicates fails if an event appears twice in the user's timeline.
-func (c *fedClient) checkNoDuplicates(t *testing.T, roomID string) {
+func (c *fedClient) checkNoDuplicates(t testing.TB, roomID string) {
 	t.Helper()
 	seen := map[string]bool{}
 	for _, ev := range c.timeline(t, roomID) {
@@ -557,7 +566,7 @@ func (c *fedClient) checkNoDuplicates(t *testing.T, roomID string) {
 	}
 }
 
-func (c *fedClient) event(t *testing.T, roomID, eventID string) map[string]any {
+func (c *fedClient) event(t testing.TB, roomID, eventID string) map[string]any {
 	t.Helper()
 	var ev map[string]any
 	status, raw := c.request(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(eventID), nil)
@@ -567,7 +576,7 @@ func (c *fedClient) event(t *testing.T, roomID, eventID string) map[string]any {
 	return ev
 }
 
-func (c *fedClient) relations(t *testing.T, roomID, eventID, relType string) []string {
+func (c *fedClient) relations(t testing.TB, roomID, eventID, relType string) []string {
 	t.Helper()
 	var page struct {
 		Chunk []struct {
@@ -586,7 +595,7 @@ func (c *fedClient) relations(t *testing.T, roomID, eventID, relType string) []s
 	return ids
 }
 
-func (c *fedClient) joinedMembers(t *testing.T, roomID string) []string {
+func (c *fedClient) joinedMembers(t testing.TB, roomID string) []string {
 	t.Helper()
 	var resp struct {
 		Joined map[string]any `json:"joined"`
@@ -605,7 +614,7 @@ func (c *fedClient) joinedMembers(t *testing.T, roomID string) []string {
 
 // membership is userID's membership in the room's current state as this
 // client's server has it ("" when unknown).
-func (c *fedClient) membership(t *testing.T, roomID, userID string) string {
+func (c *fedClient) membership(t testing.TB, roomID, userID string) string {
 	t.Helper()
 	status, raw := c.request(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state", nil)
 	if status != http.StatusOK {
@@ -628,7 +637,7 @@ func (c *fedClient) membership(t *testing.T, roomID, userID string) string {
 }
 
 // stateIDs maps (type, state key) to event ID in the room's current state.
-func (c *fedClient) stateIDs(t *testing.T, roomID string) map[string]string {
+func (c *fedClient) stateIDs(t testing.TB, roomID string) map[string]string {
 	t.Helper()
 	var state []struct {
 		Type     string `json:"type"`
@@ -645,7 +654,7 @@ func (c *fedClient) stateIDs(t *testing.T, roomID string) map[string]string {
 
 // sameState waits until every client's server has the same current state
 // in the room, event for event.
-func sameState(t *testing.T, roomID string, clients ...*fedClient) {
+func sameState(t testing.TB, roomID string, clients ...*fedClient) {
 	t.Helper()
 	eventually(t, "the same room state on every server", func() (bool, string) {
 		first := clients[0].stateIDs(t, roomID)
@@ -673,14 +682,14 @@ func mapsEqual(a, b map[string]string) bool {
 
 // sync runs one /sync without a token (a full state snapshot) and returns
 // the raw answer.
-func (c *fedClient) sync(t *testing.T) map[string]any {
+func (c *fedClient) sync(t testing.TB) map[string]any {
 	t.Helper()
 	var out map[string]any
 	c.must(t, "GET", "/_matrix/client/v3/sync?timeout=0", nil, &out)
 	return out
 }
 
-func (c *fedClient) syncInvites(t *testing.T) []string {
+func (c *fedClient) syncInvites(t testing.TB) []string {
 	t.Helper()
 	rooms, _ := c.sync(t)["rooms"].(map[string]any)
 	invites, _ := rooms["invite"].(map[string]any)
@@ -691,7 +700,7 @@ func (c *fedClient) syncInvites(t *testing.T) []string {
 	return ids
 }
 
-func (c *fedClient) syncToDevice(t *testing.T) []map[string]any {
+func (c *fedClient) syncToDevice(t testing.TB) []map[string]any {
 	t.Helper()
 	td, _ := c.sync(t)["to_device"].(map[string]any)
 	evs, _ := td["events"].([]any)
@@ -715,7 +724,7 @@ type deviceKeys struct {
 // uploadDeviceKeys publishes an identity key pair and five signed one-time
 // keys for the client's device, signed with a real ed25519 device key as a
 // Matrix client would.
-func (c *fedClient) uploadDeviceKeys(t *testing.T) deviceKeys {
+func (c *fedClient) uploadDeviceKeys(t testing.TB) deviceKeys {
 	t.Helper()
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -750,7 +759,7 @@ func (c *fedClient) uploadDeviceKeys(t *testing.T) deviceKeys {
 
 // checkRemoteDeviceKeys asks the client's server for userID's keys, which
 // it must fetch over federation, and compares them with what was uploaded.
-func (c *fedClient) checkRemoteDeviceKeys(t *testing.T, userID string, want deviceKeys) {
+func (c *fedClient) checkRemoteDeviceKeys(t testing.TB, userID string, want deviceKeys) {
 	t.Helper()
 	eventually(t, c.userID+" sees "+userID+"'s device keys", func() (bool, string) {
 		var resp struct {
@@ -773,7 +782,7 @@ func (c *fedClient) checkRemoteDeviceKeys(t *testing.T, userID string, want devi
 
 // eventually polls cond until it holds or fedWait passes; cond returns
 // whether it holds and what it saw, for the failure message.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(fedWait)
 	for {
@@ -811,4 +820,155 @@ func jsonEqual(a, b json.RawMessage) bool {
 	xs, _ := json.Marshal(x)
 	ys, _ := json.Marshal(y)
 	return bytes.Equal(xs, ys)
+}
+
+// BenchmarkFederationJoinLargeRoom measures how long a user on server B
+// takes to join, by alias, a room on server A that has PLAZA_BENCH_MEMBERS
+// members (default 5,000) and PLAZA_BENCH_EVENTS events in all (default
+// 20,000: the members' joins, then messages). The room is seeded once over
+// the client API; each iteration starts a fresh server B (not timed) and
+// times the join request alone, make_join to the answer of send_join and
+// the room written on B.
+//
+//	go test ./cmd/plaza -run '^$' -bench FederationJoinLargeRoom -benchtime 1x
+func BenchmarkFederationJoinLargeRoom(b *testing.B) {
+	if reason := fedPending("join by alias"); reason != "" && os.Getenv("PLAZA_FED3_ALL") != "1" {
+		b.Skip(reason)
+	}
+	members, events := envInt(b, "PLAZA_BENCH_MEMBERS", 5000), envInt(b, "PLAZA_BENCH_EVENTS", 20000)
+	servers := startFederation(b, 1)
+	hsA := servers[0]
+	owner := hsA.register(b, "owner")
+	roomID := owner.createRoom(b, map[string]any{"preset": "public_chat", "room_alias_name": "big"})
+
+	start := time.Now()
+	clients := make([]*fedClient, members-1) // the owner is the first member
+	parallel(b, len(clients), func(i int) error {
+		c, err := hsA.registerWithoutPassword(fmt.Sprintf("m%05d", i))
+		if err == nil {
+			err = c.try("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+		}
+		clients[i] = c
+		return err
+	})
+	messages := max(events-members-5, 0) // the room's creation made about five events
+	parallel(b, messages, func(i int) error {
+		c := clients[i%min(len(clients), 100)]
+		return c.try("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/%s", url.PathEscape(roomID), c.txn()),
+			text(fmt.Sprintf("message %d", i)))
+	})
+	b.Logf("seeded %d members and %d messages on %s in %s", members, messages, hsA.name, time.Since(start).Round(time.Second))
+
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		hsB := startFederationPeer(b, hsA)
+		joiner := hsB.register(b, fmt.Sprintf("joiner%d", i))
+		b.StartTimer()
+		joiner.must(b, "POST", "/_matrix/client/v3/join/"+url.PathEscape("#big:"+hsA.name), map[string]any{}, nil)
+		b.StopTimer()
+		if got := len(joiner.joinedMembers(b, roomID)); got != members+1 {
+			b.Errorf("B sees %d joined members, want %d", got, members+1)
+		}
+		hsB.stop(b)
+	}
+}
+
+// startFederationPeer starts one more server that trusts the same CA as
+// peer (it takes peer's settings, with its own name, port and data).
+func startFederationPeer(t testing.TB, peer *fedServer) *fedServer {
+	t.Helper()
+	port := freePorts(t, 1)[0]
+	name := "localhost:" + strconv.Itoa(port)
+	s := &fedServer{name: name, bin: peer.bin}
+	for _, kv := range peer.env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "PLAZA_SERVER_NAME":
+			kv = k + "=" + name
+		case "PLAZA_DATA_DIR":
+			kv = k + "=" + reachableTempDir(t)
+		case "PLAZA_FEDERATION_LISTEN":
+			kv = k + "=127.0.0.1:" + strconv.Itoa(port)
+		}
+		s.env = append(s.env, kv)
+	}
+	s.start(t)
+	return s
+}
+
+// registerWithoutPassword makes an account that cannot log in again, which
+// skips password hashing: seeding thousands of members stays quick. It runs
+// on seeding workers, so it returns its error instead of failing the test.
+func (s *fedServer) registerWithoutPassword(user string) (*fedClient, error) {
+	c := &fedClient{hs: s}
+	status, raw, err := c.do("POST", "/_matrix/client/v3/register", map[string]any{"username": user, "auth": map[string]any{"type": "m.login.dummy"}})
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		AccessToken string `json:"access_token"`
+		UserID      string `json:"user_id"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil || status != http.StatusOK {
+		return nil, fmt.Errorf("registering %s: status %d: %s", user, status, raw)
+	}
+	c.token, c.userID = resp.AccessToken, resp.UserID
+	return c, nil
+}
+
+// try performs a request that has to succeed, returning an error if not.
+func (c *fedClient) try(method, path string, body any) error {
+	status, raw, err := c.do(method, path, body)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("%s %s as %s: status %d: %s", method, path, c.userID, status, raw)
+	}
+	return nil
+}
+
+// parallel runs f(0) … f(n-1) on eight workers, stopping at the first
+// error, which fails the test.
+func parallel(t testing.TB, n int, f func(i int) error) {
+	t.Helper()
+	var next atomic.Int64
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					errs <- nil
+					return
+				}
+				if err := f(i); err != nil {
+					next.Store(int64(n)) // the others stop too
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+func envInt(t testing.TB, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
 }

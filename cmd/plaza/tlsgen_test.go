@@ -26,7 +26,7 @@ type testCA struct {
 	pool      *x509.CertPool
 }
 
-func writeRSACA(t *testing.T, dir string) testCA {
+func writeRSACA(t testing.TB, dir string) testCA {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -49,7 +49,7 @@ func writeRSACA(t *testing.T, dir string) testCA {
 	return ca
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
+func writePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)

@@ -174,6 +174,9 @@ func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 		m(r)
 	}
 	s.Media.Routes(r, s.Client.Authenticate)
+	// The room directory, this server's or (?server=) another's.
+	r.Get("/_matrix/client/v3/publicRooms", s.Federation.ClientPublicRooms)
+	r.With(s.Client.Authenticate).Post("/_matrix/client/v3/publicRooms", s.Federation.ClientPublicRooms)
 	s.Federation.WellKnownRoutes(r)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path))

@@ -540,6 +540,14 @@ func TestPublicRoomsAndHierarchy(t *testing.T) {
 		t.Errorf("bad since: %v", err)
 	}
 
+	// A client of a asks for b's directory.
+	req := httptest.NewRequest("GET", "/_matrix/client/v3/publicRooms?limit=1&server="+b.name, nil)
+	rec := httptest.NewRecorder()
+	a.svc.ClientPublicRooms(rec, req)
+	if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil || rec.Code != 200 || len(page.Chunk) != 1 || page.Chunk[0].RoomID != lobby || page.Total != 3 {
+		t.Errorf("b's directory through a: %d %s", rec.Code, rec.Body)
+	}
+
 	raw = nil
 	if err := a.svc.Client.DoJSON(ctx, b.name, "GET", "/_matrix/federation/v1/hierarchy/"+space, nil, &raw, true); err != nil {
 		t.Fatal(err)

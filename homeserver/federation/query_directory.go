@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 
@@ -100,30 +101,22 @@ func (s *Service) summarize(ctx context.Context, roomID string) (*roomSummary, e
 // publicRoomsQuery is a directory request, from the query string (GET) or
 // the body (POST).
 type publicRoomsQuery struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
+	Limit  *int   `json:"limit,omitempty"`
+	Since  string `json:"since,omitempty"`
 	Filter struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"` // null stands for rooms without a type
+		GenericSearchTerm string    `json:"generic_search_term,omitempty"`
+		RoomTypes         []*string `json:"room_types,omitempty"` // null stands for rooms without a type
 	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
+	IncludeAllNetworks   bool   `json:"include_all_networks,omitempty"`
+	ThirdPartyInstanceID string `json:"third_party_instance_id,omitempty"`
 }
 
 func (s *Service) getPublicRooms(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
 	var req publicRoomsQuery
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			httpapi.Fail(w, r, httpapi.InvalidParam("limit must be an integer"))
-			return
-		}
-		req.Limit = &n
+	if err := parsePublicRoomsQuery(r, &req); err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
-	req.Since = q.Get("since")
-	req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
-	req.IncludeAllNetworks = q.Get("include_all_networks") == "true"
 	s.publicRooms(w, r, req)
 }
 
@@ -136,15 +129,23 @@ func (s *Service) postPublicRooms(w http.ResponseWriter, r *http.Request) {
 	s.publicRooms(w, r, req)
 }
 
-// publicRooms answers a directory page. Rooms are ordered by joined
-// members, most first; since is "n<offset>" or "p<offset>".
+// publicRooms answers a directory page.
 func (s *Service) publicRooms(w http.ResponseWriter, r *http.Request, req publicRoomsQuery) {
-	ctx := r.Context()
+	out, err := s.localPublicRooms(r.Context(), req)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	httpapi.Respond(w, http.StatusOK, out)
+}
+
+// localPublicRooms is a page of this server's directory. Rooms are ordered
+// by joined members, most first; since is "n<offset>" or "p<offset>".
+func (s *Service) localPublicRooms(ctx context.Context, req publicRoomsQuery) (map[string]any, error) {
 	limit := defaultPublicRoomsLimit
 	if req.Limit != nil {
 		if *req.Limit < 0 {
-			httpapi.Fail(w, r, httpapi.InvalidParam("limit must not be negative"))
-			return
+			return nil, httpapi.InvalidParam("limit must not be negative")
 		}
 		limit = min(*req.Limit, maxPublicRoomsLimit)
 		if limit == 0 {
@@ -155,20 +156,17 @@ func (s *Service) publicRooms(w http.ResponseWriter, r *http.Request, req public
 	if req.Since != "" {
 		n, err := strconv.Atoi(req.Since[1:])
 		if (req.Since[0] != 'n' && req.Since[0] != 'p') || err != nil || n < 0 {
-			httpapi.Fail(w, r, httpapi.InvalidParam("since is not a token this server gave"))
-			return
+			return nil, httpapi.InvalidParam("since is not a token this server gave")
 		}
 		offset = n
 	}
 	if req.ThirdPartyInstanceID != "" {
 		// Plaza bridges no other networks.
-		httpapi.Respond(w, http.StatusOK, map[string]any{"chunk": []any{}, "total_room_count_estimate": 0})
-		return
+		return map[string]any{"chunk": []any{}, "total_room_count_estimate": 0}, nil
 	}
 	all, err := s.publishedSummaries(ctx)
 	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
+		return nil, err
 	}
 	term := strings.ToLower(req.Filter.GenericSearchTerm)
 	matching := all[:0]
@@ -193,7 +191,71 @@ func (s *Service) publicRooms(w http.ResponseWriter, r *http.Request, req public
 	if offset > 0 {
 		out["prev_batch"] = "p" + strconv.Itoa(max(offset-limit, 0))
 	}
-	httpapi.Respond(w, http.StatusOK, out)
+	return out, nil
+}
+
+// publicRoomsTimeout bounds a client's wait for another server's directory.
+const publicRoomsTimeout = 20 * time.Second
+
+// ClientPublicRooms serves the client API's GET and POST /publicRooms:
+// this server's directory, or with ?server= another server's, asked over
+// federation. Mount it where the client API is; POST needs an
+// authenticated user, GET does not.
+func (s *Service) ClientPublicRooms(w http.ResponseWriter, r *http.Request) {
+	var req publicRoomsQuery
+	if r.Method == http.MethodPost {
+		if err := httpapi.DecodeLimit(r, &req, maxQueryBody); err != nil {
+			httpapi.Fail(w, r, err)
+			return
+		}
+	} else if err := parsePublicRoomsQuery(r, &req); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	server := r.URL.Query().Get("server")
+	if server == "" || server == s.cfg.ServerName {
+		s.publicRooms(w, r, req)
+		return
+	}
+	if !id.ValidServerName(server) {
+		httpapi.Fail(w, r, httpapi.InvalidParam("%q is not a server name", server))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), publicRoomsTimeout)
+	defer cancel()
+	var page json.RawMessage
+	err := s.Client.DoJSON(ctx, server, "POST", "/_matrix/federation/v1/publicRooms", req, &page, true)
+	var re *RemoteError
+	switch {
+	case err == nil:
+		var check struct {
+			Chunk []json.RawMessage `json:"chunk"`
+		}
+		if json.Unmarshal(page, &check) != nil || check.Chunk == nil {
+			httpapi.Fail(w, r, httpapi.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s answered no directory", server))
+			return
+		}
+		httpapi.RespondRaw(w, http.StatusOK, page)
+	case errors.As(err, &re) && re.Status == http.StatusNotFound:
+		httpapi.Fail(w, r, httpapi.NotFound("%s has no public room directory", server))
+	default:
+		httpapi.Fail(w, r, httpapi.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s could not be asked: %v", server, err))
+	}
+}
+
+func parsePublicRoomsQuery(r *http.Request, req *publicRoomsQuery) error {
+	q := r.URL.Query()
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return httpapi.InvalidParam("limit must be an integer")
+		}
+		req.Limit = &n
+	}
+	req.Since = q.Get("since")
+	req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
+	req.IncludeAllNetworks = q.Get("include_all_networks") == "true"
+	return nil
 }
 
 // publishedSummaries summarizes the published rooms, most members first.

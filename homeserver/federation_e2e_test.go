@@ -8,7 +8,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -24,6 +27,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver"
+	"plaza/homeserver/event"
+	"plaza/homeserver/federation"
+	"plaza/homeserver/signing"
 	"plaza/homeserver/storage"
 	"plaza/homeserver/storage/storagetest"
 )
@@ -159,5 +165,197 @@ func TestFederationJoinByAliasAndTalk(t *testing.T) {
 	got := waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "hello from a") })
 	if strings.Join(got, "|") != "hello from b|hello from a" && !slices.Contains(got, "hello from b") {
 		t.Fatalf("bob sees %q", got)
+	}
+}
+
+// forge builds an event of bob's on top of a's view of the room, signed as
+// server name with key (b's real key, or another to forge).
+func forge(t *testing.T, a *fedServer, roomID, sender, typ string, stateKey *string, content string, name string, key signing.Key, known *storage.DB, prevs ...string) *event.Event {
+	t.Helper()
+	ctx := context.Background()
+	v, err := a.hs.Rooms.Version(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prevs) == 0 {
+		latest, err := a.hs.Rooms.LatestEventID(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prevs = []string{latest}
+	}
+	var depth int64
+	for _, p := range prevs {
+		se, err := a.hs.DB.EventByID(ctx, p)
+		if err == nil {
+			depth = max(depth, se.Event.Depth())
+		}
+		if known != nil {
+			if se, err := known.EventByID(ctx, p); err == nil {
+				depth = max(depth, se.Event.Depth())
+			}
+		}
+	}
+	var authIDs []string
+	for _, k := range [][2]string{{"m.room.create", ""}, {"m.room.power_levels", ""}, {"m.room.member", sender}} {
+		if ev, _ := a.hs.Rooms.StateEvent(ctx, roomID, k[0], k[1]); ev != nil && (k[0] != "m.room.create" || !v.RoomIDFromCreate) {
+			authIDs = append(authIDs, ev.ID())
+		}
+	}
+	p := event.Proto{Type: typ, StateKey: stateKey, Sender: sender, RoomID: roomID, Content: []byte(content),
+		PrevEvents: prevs, AuthEvents: authIDs, Depth: depth + 1, OriginServerTS: time.Now().UnixMilli()}
+	ev, err := p.Build(v, name, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// sendTxn sends a transaction from b to a over real federation.
+func sendTxn(t *testing.T, b, a *fedServer, body map[string]any) (map[string]any, error) {
+	t.Helper()
+	var out map[string]any
+	err := b.hs.Federation.Client.DoJSON(context.Background(), a.name, "PUT",
+		"/_matrix/federation/v1/send/"+url.PathEscape(fmt.Sprintf("t%d", time.Now().UnixNano())), body, &out, true)
+	return out, err
+}
+
+func pduResult(t *testing.T, out map[string]any, eventID string) string {
+	t.Helper()
+	pdus, _ := out["pdus"].(map[string]any)
+	res, ok := pdus[eventID].(map[string]any)
+	if !ok {
+		t.Fatalf("no result for %s in %v", eventID, out)
+	}
+	e, _ := res["error"].(string)
+	return e
+}
+
+func TestFederationInboundChecks(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	bob := b.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+	// Nothing b's server does by itself may interfere from here on.
+	b.hs.Federation.Sender.Stop()
+	ctx := context.Background()
+	msg := `{"msgtype":"m.text","body":"%s"}`
+	stored := func(id string) *storage.StoredEvent {
+		se, err := a.hs.DB.EventByID(ctx, id)
+		if err != nil {
+			return nil
+		}
+		return se
+	}
+
+	// A good event is accepted.
+	good := forge(t, a, roomID, bob.UserID, "m.room.message", nil, fmt.Sprintf(msg, "good"), b.name, b.hs.Key, nil)
+	out, err := sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{good.JSON()}})
+	if err != nil || pduResult(t, out, good.ID()) != "" {
+		t.Fatalf("good event: %v %v", out, err)
+	}
+	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "good") })
+
+	// Signed with a key that is not b's: refused, not stored.
+	other, _ := signing.GenerateKey()
+	other.ID = b.hs.Key.ID
+	bad := forge(t, a, roomID, bob.UserID, "m.room.message", nil, fmt.Sprintf(msg, "forged"), b.name, other, nil)
+	out, err = sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{bad.JSON()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pduResult(t, out, bad.ID()) == "" || stored(bad.ID()) != nil {
+		t.Fatalf("forged signature accepted: %v", out)
+	}
+
+	// An event for a's user, signed only by b: refused.
+	spoof := forge(t, a, roomID, alice.UserID, "m.room.message", nil, fmt.Sprintf(msg, "spoof"), b.name, b.hs.Key, nil)
+	out, _ = sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{spoof.JSON()}})
+	if pduResult(t, out, spoof.ID()) == "" || stored(spoof.ID()) != nil {
+		t.Fatalf("spoofed sender accepted: %v", out)
+	}
+
+	// bob (power 0) changing the power levels fails auth: stored as
+	// rejected, never in the timeline or the state.
+	empty := ""
+	pl := forge(t, a, roomID, bob.UserID, "m.room.power_levels", &empty, `{"users":{"`+bob.UserID+`":100}}`, b.name, b.hs.Key, nil)
+	out, _ = sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{pl.JSON()}})
+	if pduResult(t, out, pl.ID()) == "" {
+		t.Fatalf("unauthorised power levels accepted: %v", out)
+	}
+	if se := stored(pl.ID()); se == nil || !se.Rejected {
+		t.Fatalf("rejected event stored as %+v", se)
+	}
+	if cur, _ := a.hs.Rooms.StateEvent(ctx, roomID, "m.room.power_levels", ""); cur.ID() == pl.ID() {
+		t.Fatal("rejected power levels became current state")
+	}
+
+	// A content hash mismatch: the event is kept redacted.
+	tampered := forge(t, a, roomID, bob.UserID, "m.room.message", nil, fmt.Sprintf(msg, "original"), b.name, b.hs.Key, nil)
+	var m map[string]any
+	_ = json.Unmarshal(tampered.JSON(), &m)
+	m["content"] = map[string]any{"msgtype": "m.text", "body": "tampered"}
+	raw, _ := json.Marshal(m)
+	out, _ = sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{raw}})
+	for id := range out["pdus"].(map[string]any) {
+		if se := stored(id); se != nil && strings.Contains(string(se.Event.Content()), "tampered") {
+			t.Fatal("tampered content stored")
+		}
+	}
+
+	// Transaction limits and origin.
+	many := make([]json.RawMessage, 51)
+	for i := range many {
+		many[i] = good.JSON()
+	}
+	_, err = sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": many})
+	if re := (*federation.RemoteError)(nil); !errors.As(err, &re) || re.Status != 413 || re.ErrCode != "M_TOO_LARGE" {
+		t.Fatalf("51 PDUs: %v", err)
+	}
+	_, err = sendTxn(t, b, a, map[string]any{"origin": a.name, "pdus": []json.RawMessage{}})
+	if re := (*federation.RemoteError)(nil); !errors.As(err, &re) || re.Status != 403 {
+		t.Fatalf("wrong origin: %v", err)
+	}
+	got := waitFor(t, alice, roomID, func([]string) bool { return true })
+	for _, body := range got {
+		if body == "forged" || body == "spoof" || body == "tampered" {
+			t.Fatalf("timeline has %q: %q", body, got)
+		}
+	}
+}
+
+func TestFederationFillsGaps(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	bob := b.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+	b.hs.Federation.Sender.Stop()
+	ctx := context.Background()
+	// Three events of bob's, chained; b has them all, a gets only the last.
+	var chain []*event.Event
+	prev := ""
+	for i := range 3 {
+		var prevs []string
+		if prev != "" {
+			prevs = []string{prev}
+		}
+		ev := forge(t, a, roomID, bob.UserID, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"gap %d"}`, i), b.name, b.hs.Key, b.hs.DB, prevs...)
+		if _, err := b.hs.Rooms.Receive(ctx, b.name, roomID, ev.JSON()); err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, ev)
+		prev = ev.ID()
+	}
+	out, err := sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{chain[2].JSON()}})
+	if err != nil || pduResult(t, out, chain[2].ID()) != "" {
+		t.Fatalf("%v %v", out, err)
+	}
+	got := waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "gap 2") })
+	if i0, i1 := slices.Index(got, "gap 0"), slices.Index(got, "gap 1"); i0 < 0 || i1 < i0 || slices.Index(got, "gap 2") < i1 {
+		t.Fatalf("a's timeline: %q", got)
 	}
 }

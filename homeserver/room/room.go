@@ -119,8 +119,8 @@ type pending struct {
 	// remote, if set, is a received event to place instead of req.
 	remote *incoming
 	done   chan struct{}
-	res  Result
-	err  error
+	res    Result
+	err    error
 }
 
 // Request asks the writer for a new local event.

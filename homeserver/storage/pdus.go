@@ -162,7 +162,7 @@ func (db *DB) PersistRemote(ctx context.Context, room *Room, chainLen int, re Re
 				return fmt.Errorf("applying redaction %s: %w", ev.ID(), err)
 			}
 		}
-		if re.Current != nil && len(re.Current) > 0 {
+		if len(re.Current) > 0 {
 			if err := applyCurrent(ctx, tx, room, re, out.NID, &out); err != nil {
 				return err
 			}

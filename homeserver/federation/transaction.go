@@ -8,9 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"plaza/homeserver/event"
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/id"
-	"plaza/homeserver/event"
 )
 
 // The spec's bounds on one transaction.

@@ -138,6 +138,10 @@ func scenarios() []scenarioSpec {
 		{"deliver", "delivery latency from one sender to many /sync long-pollers, with loss check", deliverHelp, newDeliverConfig},
 		{"initial-sync", "initial /sync time and size for a user in many rooms with long histories", initialSyncHelp, newInitialSyncConfig},
 		{"all", "a default suite: send, deliver and initial-sync", allHelp, newAllConfig},
+		{"seed", "build a huge room (Plaza admin endpoint): N members, M messages", seedHelp, newSeedConfig},
+		{"peek", "guest views of a room, warm and cold: initialSync, room_summary, room page", peekHelp, newPeekConfig},
+		{"viewers", "send→receive latency over N anonymous live viewers (SSE)", viewersHelp, newViewersConfig},
+		{"idle-viewers", "server RSS holding N idle anonymous live viewers (SSE)", idleViewersHelp, newIdleViewersConfig},
 	}
 }
 

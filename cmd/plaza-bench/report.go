@@ -96,6 +96,9 @@ type scenarioReport struct {
 	Send        []sendResult       `json:"send,omitempty"`
 	Deliver     *deliverResult     `json:"deliver,omitempty"`
 	InitialSync *initialSyncResult `json:"initial_sync,omitempty"`
+	Seed        *seedResult        `json:"seed,omitempty"`
+	Peek        *peekResult        `json:"peek,omitempty"`
+	Viewers     *viewersResult     `json:"viewers,omitempty"`
 }
 
 // problems lists the results that make the run a failure even though every
@@ -105,6 +108,9 @@ func (r *report) problems() []string {
 	for _, s := range r.Scenarios {
 		if d := s.Deliver; d != nil && (d.Missed != 0 || d.Duplicated != 0) {
 			out = append(out, fmt.Sprintf("deliver: %d deliveries missed and %d duplicated (want 0 and 0)", d.Missed, d.Duplicated))
+		}
+		if v := s.Viewers; v != nil && (v.Missed != 0 || v.Connected != v.Viewers) {
+			out = append(out, fmt.Sprintf("%s: %d of %d viewers connected, %d deliveries missed (want all and 0)", s.Name, v.Connected, v.Viewers, v.Missed))
 		}
 	}
 	return out
@@ -149,6 +155,12 @@ func (r *report) writeTable(w io.Writer) error {
 			writeDeliverTable(&b, s.Deliver)
 		case s.InitialSync != nil:
 			writeInitialSyncTable(&b, s.InitialSync)
+		case s.Seed != nil:
+			writeSeedTable(&b, s.Seed)
+		case s.Peek != nil:
+			writePeekTable(&b, s.Peek)
+		case s.Viewers != nil:
+			writeViewersTable(&b, s.Viewers)
 		}
 		if s.Error != "" {
 			fmt.Fprintf(&b, "FAILED: %s\n", s.Error)

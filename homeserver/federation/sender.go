@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"plaza/homeserver/event"
 	"plaza/homeserver/id"
 	"plaza/homeserver/room"
 	"plaza/homeserver/storage"
@@ -21,7 +20,8 @@ import (
 // persisted events and to find the servers taking part in a room.
 type Rooms interface {
 	Subscribe(func(room.Notification))
-	CurrentState(ctx context.Context, roomID string) ([]*event.Event, error)
+	// Servers lists the servers with members joined to the room.
+	Servers(ctx context.Context, roomID string) ([]string, error)
 }
 
 // SenderConfig tunes the outbound sender; zero fields take the defaults.
@@ -70,9 +70,8 @@ type Sender struct {
 	started bool
 	dests   map[string]*destination
 	rooms   Rooms
-	intake  []room.Notification // handed over by the room writer, not yet queued
-	wake    chan struct{}
-	servers map[string][]string // room ID → other servers with joined members
+	intake []room.Notification // handed over by the room writer, not yet queued
+	wake   chan struct{}
 }
 
 // destination is the in-memory state of one destination's queue.
@@ -89,7 +88,7 @@ type destination struct {
 
 func newSender(origin string, db *storage.DB, client *Client, now func() time.Time) *Sender {
 	return &Sender{origin: origin, db: db, client: client, now: now, dests: map[string]*destination{},
-		servers: map[string][]string{}, wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1)}
 }
 
 // Start begins delivery: it resumes the queues left by the previous run and,
@@ -200,23 +199,16 @@ func (s *Sender) intakeLoop() {
 // user's server no longer is).
 func (s *Sender) queueNotification(ctx context.Context, n room.Notification) error {
 	byDest := map[string][][]byte{}
-	var servers []string
-	var serversKnown bool
 	for _, se := range n.Events {
 		ev := se.Event
-		if ev.Type() == "m.room.member" { // received ones too: a remote join adds a server
-			s.forgetServers(n.RoomID)
-			serversKnown = false
-		}
 		if se.Rejected || id.ServerOf(ev.Sender()) != s.origin {
 			continue
 		}
-		if !serversKnown {
-			var err error
-			if servers, err = s.RoomServers(ctx, n.RoomID); err != nil {
-				return err
-			}
-			serversKnown = true
+		// The room service keeps the list in memory until membership
+		// changes; asking per event is cheap.
+		servers, err := s.RoomServers(ctx, n.RoomID)
+		if err != nil {
+			return err
 		}
 		dests := servers
 		if sk := ev.StateKey(); ev.Type() == "m.room.member" && sk != nil {
@@ -239,41 +231,14 @@ func (s *Sender) queueNotification(ctx context.Context, n room.Notification) err
 // RoomServers returns the servers other than ours with members joined to
 // the room.
 func (s *Sender) RoomServers(ctx context.Context, roomID string) ([]string, error) {
-	s.mu.Lock()
-	servers, ok := s.servers[roomID]
-	s.mu.Unlock()
-	if ok {
-		return servers, nil
-	}
 	if s.rooms == nil {
 		return nil, nil
 	}
-	state, err := s.rooms.CurrentState(ctx, roomID)
+	all, err := s.rooms.Servers(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("servers of %s: %w", roomID, err)
 	}
-	servers = []string{}
-	for _, ev := range state {
-		if ev.Type() != "m.room.member" || ev.StateKey() == nil || room.MembershipOf(ev) != "join" {
-			continue
-		}
-		if d := id.ServerOf(*ev.StateKey()); d != "" && d != s.origin && !slices.Contains(servers, d) {
-			servers = append(servers, d)
-		}
-	}
-	s.mu.Lock()
-	if len(s.servers) > 10000 { // a bound, not an LRU: refilling is one state read per room
-		clear(s.servers)
-	}
-	s.servers[roomID] = servers
-	s.mu.Unlock()
-	return servers, nil
-}
-
-func (s *Sender) forgetServers(roomID string) {
-	s.mu.Lock()
-	delete(s.servers, roomID)
-	s.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(all), func(d string) bool { return d == s.origin }), nil
 }
 
 // Queue persists PDUs and EDUs for the destinations and starts delivering
@@ -300,7 +265,6 @@ func (s *Sender) Queue(ctx context.Context, destinations []string, pdus, edus []
 // way. The room subscription does not send such events, since their sender
 // is not ours.
 func (s *Sender) Relay(ctx context.Context, roomID, origin string, pdu []byte) error {
-	s.forgetServers(roomID) // a join adds a server
 	servers, err := s.RoomServers(ctx, roomID)
 	if err != nil {
 		return err

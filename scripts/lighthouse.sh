@@ -26,6 +26,7 @@ fi
 
 go build -o bin/plaza ./cmd/plaza
 work=$(mktemp -d)
+chmod o+x "$work" # the embedded PostgreSQL runs as postgres when we are root
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 PLAZA_DATA_DIR="$work/data" PLAZA_LISTEN="127.0.0.1:$port" PLAZA_PUBLIC_URL="$base" \
@@ -33,10 +34,12 @@ PLAZA_DATA_DIR="$work/data" PLAZA_LISTEN="127.0.0.1:$port" PLAZA_PUBLIC_URL="$ba
 	./bin/plaza serve --demo >"$work/serve.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
 	curl -fsS "$base/_matrix/client/versions" >/dev/null 2>&1 && break
+	kill -0 "$pid" 2>/dev/null || break
 	sleep 0.1
 done
+curl -fsS "$base/_matrix/client/versions" >/dev/null 2>&1 || { echo "lighthouse: plaza did not start:" >&2; cat "$work/serve.log" >&2; exit 1; }
 
 token=$(curl -fsS -X POST "$base/_matrix/client/v3/login" -H 'Content-Type: application/json' \
 	-d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"plaza-demo"}' |

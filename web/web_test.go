@@ -626,7 +626,19 @@ func TestPageWeight(t *testing.T) {
 		_, body, _ := s.get(u)
 		total += len(body)
 	}
-	t.Logf("room page with 50 messages: HTML %d bytes, with CSS and JS %d bytes (budget 60 KB)", len(page), total)
+	_, gzPage, h := s.get("/room/"+url.PathEscape(roomID), "Accept-Encoding", "gzip")
+	if h.Get("Content-Encoding") != "gzip" {
+		t.Errorf("the page is not compressed: Content-Encoding %q", h.Get("Content-Encoding"))
+	}
+	wire := len(gzPage)
+	for _, u := range assetRE.FindAllString(page, -1) {
+		_, body, h := s.get(u, "Accept-Encoding", "gzip")
+		if h.Get("Content-Encoding") != "gzip" {
+			t.Errorf("%s is not compressed", u)
+		}
+		wire += len(body)
+	}
+	t.Logf("room page with 50 messages: HTML %d bytes, with CSS and JS %d bytes; gzipped on the wire %d bytes (budget 60 KB)", len(page), total, wire)
 	if total > 60<<10 {
 		t.Errorf("page weight %d bytes is over the 60 KB budget", total)
 	}

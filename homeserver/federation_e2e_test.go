@@ -86,6 +86,8 @@ func (ca *fedCA) leaf(t *testing.T) tls.Certificate {
 type fedServer struct {
 	*testServer
 	name string
+	ca   *fedCA
+	fs   *http.Server
 }
 
 func newFedServer(t *testing.T, ca *fedCA) *fedServer {
@@ -102,15 +104,34 @@ func newFedServer(t *testing.T, ca *fedCA) *fedServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fs := &http.Server{Handler: hs.FederationHandler(), TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.leaf(t)}}}
-	go func() { _ = fs.ServeTLS(ln, "", "") }()
+	f := &fedServer{testServer: &testServer{t: t, hs: hs}, name: name, ca: ca}
+	f.serve(ln)
 	ts := httptest.NewServer(hs.Handler())
+	f.URL = ts.URL
 	t.Cleanup(func() {
 		ts.Close()
-		_ = fs.Close()
+		f.stop()
 		hs.Federation.Close()
 	})
-	return &fedServer{testServer: &testServer{t: t, URL: ts.URL, hs: hs}, name: name}
+	return f
+}
+
+func (f *fedServer) serve(ln net.Listener) {
+	f.fs = &http.Server{Handler: f.hs.FederationHandler(), TLSConfig: &tls.Config{Certificates: []tls.Certificate{f.ca.leaf(f.t)}}}
+	go func() { _ = f.fs.ServeTLS(ln, "", "") }()
+}
+
+// stop takes the federation listener down: the server is unreachable.
+func (f *fedServer) stop() { _ = f.fs.Close() }
+
+// restart brings the federation listener back on the same address.
+func (f *fedServer) restart() {
+	f.t.Helper()
+	ln, err := net.Listen("tcp", f.name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.serve(ln)
 }
 
 // waitFor polls sync until cond holds for the room's timeline bodies; the
@@ -358,4 +379,111 @@ func TestFederationFillsGaps(t *testing.T) {
 	if i0, i1 := slices.Index(got, "gap 0"), slices.Index(got, "gap 1"); i0 < 0 || i1 < i0 || slices.Index(got, "gap 2") < i1 {
 		t.Fatalf("a's timeline: %q", got)
 	}
+}
+
+// currentState is a room's current state on one server, as type|key → ID.
+func currentState(t *testing.T, s *fedServer, roomID string) map[string]string {
+	t.Helper()
+	evs, err := s.hs.Rooms.CurrentState(context.Background(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range evs {
+		out[e.Type()+"|"+*e.StateKey()] = e.ID()
+	}
+	return out
+}
+
+func TestFederationCatchUpAndBanWhileAway(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	bob := b.register("bob")
+	eve := b.register("eve")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+	eve.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	waitFor(t, alice, roomID, func([]string) bool {
+		m, _ := a.hs.Rooms.Membership(context.Background(), roomID, eve.UserID)
+		return m == "join"
+	})
+
+	// b goes away. Meanwhile alice talks and bans eve; on b, bob talks
+	// and eve (not knowing she is banned) too.
+	b.stop()
+	for i := range 3 {
+		alice.send(roomID, text(fmt.Sprintf("a%d", i)))
+	}
+	alice.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/ban", map[string]any{"user_id": eve.UserID})
+	bob.send(roomID, text("b0"))
+	eve.send(roomID, text("from banned eve"))
+	b.restart()
+	bob.send(roomID, text("b1")) // a hears from b again and delivers what waited
+
+	want := []string{"a0", "a1", "a2", "b0", "b1"}
+	has := func(got []string) bool {
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, alice, roomID, has)
+	waitFor(t, bob, roomID, has)
+	// The ban holds on both servers, and eve's message sent after it is
+	// not in a's timeline.
+	ctx := context.Background()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		mb, _ := b.hs.Rooms.Membership(ctx, roomID, eve.UserID)
+		if mb == "ban" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("eve is %q on b", mb)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ma, _ := a.hs.Rooms.Membership(ctx, roomID, eve.UserID); ma != "ban" {
+		t.Fatalf("eve is %q on a", ma)
+	}
+	for _, body := range waitFor(t, alice, roomID, func([]string) bool { return true }) {
+		if body == "from banned eve" {
+			t.Fatal("a shows the banned user's message")
+		}
+	}
+	// One more message each way merges the forks; then both servers hold
+	// the same state.
+	alice.send(roomID, text("a-final"))
+	bob.send(roomID, text("b-final"))
+	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "b-final") })
+	waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "a-final") })
+	sa, sb := currentState(t, a, roomID), currentState(t, b, roomID)
+	for k, v := range sa {
+		if sb[k] != v {
+			t.Errorf("state %s: a has %s, b has %s", k, v, sb[k])
+		}
+	}
+	if len(sa) != len(sb) {
+		t.Errorf("a has %d state entries, b %d", len(sa), len(sb))
+	}
+	// No duplicates.
+	got := waitFor(t, bob, roomID, func([]string) bool { return true })
+	for _, w := range want {
+		if n := countOf(got, w); n != 1 {
+			t.Errorf("bob sees %q %d times", w, n)
+		}
+	}
+}
+
+func countOf(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
 }

@@ -135,6 +135,12 @@ type Service struct {
 	perms  permCache
 	limit  createLimiter
 	misses missCache
+	// resyncs maps rooms whose members are being re-checked to whether
+	// another run was asked for meanwhile.
+	resyncs struct {
+		mu      sync.Mutex
+		running map[string]bool
+	}
 	rooms  sync.Map // room ID → *storage.CommunityRoom (associations never change)
 	plLock [64]sync.Mutex
 	log    *slog.Logger
@@ -169,14 +175,39 @@ func New(ctx context.Context, cfg Config, hs *homeserver.Server) (*Service, erro
 	s := &Service{cfg: cfg, hs: hs, bot: "@" + cfg.ServiceLocalpart + ":" + hs.Config.ServerName,
 		log: slog.Default().With("component", "community")}
 	s.perms.entries = map[permKey]permEntry{}
-	// The account has no password: nobody logs in as it.
-	err := hs.DB.CreateAccount(ctx, storage.Account{UserID: s.bot, Localpart: cfg.ServiceLocalpart, DisplayName: "Plaza"}, cfg.Now().UnixMilli())
-	if err != nil && !errors.Is(err, storage.ErrExists) {
-		return nil, fmt.Errorf("community: creating the service account %s: %w", s.bot, err)
+	if err := s.ensureServiceAccount(ctx); err != nil {
+		return nil, err
 	}
 	hs.Client.SetAliasResolver(s.resolveAlias)
 	hs.Client.SetJoinGate(s.gateJoin)
 	return s, nil
+}
+
+// ensureServiceAccount creates the service account, without a password so
+// that nobody logs in as it. An account of that name that someone can log
+// in to (a password, a forge identity) is refused: its owner would command
+// every room.
+func (s *Service) ensureServiceAccount(ctx context.Context) error {
+	err := s.hs.DB.CreateAccount(ctx, storage.Account{UserID: s.bot, Localpart: s.cfg.ServiceLocalpart, DisplayName: "Plaza"}, s.nowMS())
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, storage.ErrExists) {
+		return fmt.Errorf("community: creating the service account %s: %w", s.bot, err)
+	}
+	acct, err := s.hs.DB.AccountByUserID(ctx, s.bot)
+	if err != nil {
+		return fmt.Errorf("community: the service account %s: %w", s.bot, err)
+	}
+	idents, err := s.hs.DB.OAuthIdentities(ctx, s.bot)
+	if err != nil {
+		return fmt.Errorf("community: the service account %s: %w", s.bot, err)
+	}
+	if acct.PasswordHash != "" || len(idents) > 0 {
+		return fmt.Errorf("community: %s, the service account, is someone's account (it has a password or a forge sign-in); "+
+			"deactivate it or choose another service localpart", s.bot)
+	}
+	return nil
 }
 
 // ServiceAccount is the user ID that creates the rooms and posts notices.

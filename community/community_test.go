@@ -754,3 +754,20 @@ func TestRemoteLookupAndStaleTokens(t *testing.T) {
 	}
 	c.fails(404, "M_NOT_FOUND", "POST", "/_matrix/client/v3/join/"+url.PathEscape("#acme_secret:"+server), map[string]any{})
 }
+
+func TestServiceAccountMustBeOurs(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	ctx := context.Background()
+	fc, _ := forge.New(forge.GitHub, forge.Config{APIURL: e.fsrv.URL + "/github/api/"})
+	// Starting again with the account in place is fine.
+	if _, err := community.New(ctx, community.Config{Forge: fc}, e.hs); err != nil {
+		t.Fatalf("second start: %v", err)
+	}
+	// An account someone can log in to is never taken over.
+	if err := e.hs.DB.CreateAccount(ctx, storage.Account{UserID: "@bot:" + server, Localpart: "bot", PasswordHash: "$2a$04$x"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := community.New(ctx, community.Config{Forge: fc, ServiceLocalpart: "bot"}, e.hs); err == nil {
+		t.Fatal("community took over an account with a password")
+	}
+}

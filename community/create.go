@@ -202,6 +202,9 @@ func (s *Service) createRoom(ctx context.Context, c storage.CommunityRoom, name,
 			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
 			"m.room.server_acl": 100, "m.room.encryption": 100, StateTypeForge: 100,
 			"m.space.child": 50, "m.space.parent": 100,
+			// Who may enter and read follows the forge: only admins
+			// change it.
+			"m.room.join_rules": 100, "m.room.guest_access": 100,
 		},
 	}
 	joinRule, history, guest := "public", "world_readable", "can_join"

@@ -146,13 +146,7 @@ func (s *Service) deliver(w http.ResponseWriter, r *http.Request) {
 		item = gitlabActivity(kind, &p)
 	}
 	if accessEvent(h.Flavour, kind) {
-		// Detached: the forge should not wait for a room's members to be
-		// checked, nor cancel it by hanging up.
-		go func() {
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-			defer cancel()
-			s.resync(ctx, c.RoomID)
-		}()
+		s.scheduleResync(c.RoomID)
 	}
 	if item == nil {
 		httpapi.Respond(w, http.StatusOK, map[string]any{"posted": false})
@@ -166,6 +160,40 @@ func (s *Service) deliver(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]any{"posted": posted, "event_id": eventID})
+}
+
+// scheduleResync re-checks a room's members in the background: the forge
+// should not wait for it, nor cancel it by hanging up. One run per room at a
+// time; deliveries during a run make it run once more, so a change the
+// forge reported while members were being checked is not missed.
+func (s *Service) scheduleResync(roomID string) {
+	s.resyncs.mu.Lock()
+	defer s.resyncs.mu.Unlock()
+	if s.resyncs.running == nil {
+		s.resyncs.running = map[string]bool{}
+	}
+	if again, running := s.resyncs.running[roomID]; running {
+		if !again {
+			s.resyncs.running[roomID] = true
+		}
+		return
+	}
+	s.resyncs.running[roomID] = false
+	go func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			s.resync(ctx, roomID)
+			cancel()
+			s.resyncs.mu.Lock()
+			if !s.resyncs.running[roomID] {
+				delete(s.resyncs.running, roomID)
+				s.resyncs.mu.Unlock()
+				return
+			}
+			s.resyncs.running[roomID] = false
+			s.resyncs.mu.Unlock()
+		}
+	}()
 }
 
 // verify checks a delivery's signature (GitHub) or token (GitLab) against

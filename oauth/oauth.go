@@ -57,6 +57,7 @@
 package oauth
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"html/template"
@@ -193,8 +194,17 @@ func New(cfg Config, hs *homeserver.Server) (*Service, error) {
 		}
 	}
 	idps := make([]clientapi.IdentityProvider, len(s.providers))
+	ctx, cancel := context.WithTimeout(context.Background(), forgeTimeout)
+	defer cancel()
 	for i, p := range s.providers {
 		idps[i] = clientapi.IdentityProvider{ID: p.id, Name: p.name, Brand: p.brand}
+		// Without its icon a provider is still offered: clients show the
+		// name (and most know the brand).
+		if icon, err := s.icon(ctx, p.brand); err != nil {
+			s.log.Warn("no icon for an identity provider", "idp", p.id, "err", err)
+		} else {
+			idps[i].Icon = icon
+		}
 	}
 	hs.Client.SetIdentityProviders(idps)
 	if len(s.providers) > 0 {

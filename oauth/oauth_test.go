@@ -43,6 +43,7 @@ type env struct {
 	svc      *oauth.Service
 	forge    *fakeforge.Forge
 	forgeURL string
+	cfg      oauth.Config
 }
 
 // forge users: ids are immutable, logins may change.
@@ -90,7 +91,7 @@ func newEnv(t *testing.T, mutate ...func(*oauth.Config)) *env {
 	}
 	h := svc.Handler(hs.Handler())
 	handler.Store(&h)
-	return &env{t: t, url: srv.URL, hs: hs, svc: svc, forge: forge, forgeURL: forgeSrv.URL}
+	return &env{t: t, url: srv.URL, hs: hs, svc: svc, forge: forge, forgeURL: forgeSrv.URL, cfg: cfg}
 }
 
 // browser is a web browser: a cookie jar, and redirects followed by hand so
@@ -150,6 +151,9 @@ func (b *browser) visit(method, u string, form url.Values) page {
 	b.t.Fatal("too many redirects")
 	return p
 }
+
+// iconRE finds identity providers' icons (media IDs on plaza.test).
+var iconRE = regexp.MustCompile(`"icon":"mxc://plaza\.test/([A-Za-z0-9_-]+)"`)
 
 var nonceRE = regexp.MustCompile(`name="nonce" value="([^"]+)"`)
 
@@ -225,9 +229,29 @@ func TestLoginFlowsListIdentityProviders(t *testing.T) {
 	e := newEnv(t)
 	_, body := e.api("GET", "/_matrix/client/v3/login", "", nil)
 	js, _ := json.Marshal(body["flows"])
-	want := `{"identity_providers":[{"brand":"github","id":"github","name":"GitHub"},{"brand":"gitlab","id":"gitlab","name":"GitLab"}],"type":"m.login.sso"}`
-	if !strings.Contains(string(js), want) || !strings.Contains(string(js), `"m.login.token"`) {
+	icons := iconRE.FindAllStringSubmatch(string(js), -1)
+	want := `{"identity_providers":[{"brand":"github","icon":"ICON","id":"github","name":"GitHub"},{"brand":"gitlab","icon":"ICON","id":"gitlab","name":"GitLab"}],"type":"m.login.sso"}`
+	if !strings.Contains(iconRE.ReplaceAllString(string(js), `"icon":"ICON"`), want) || !strings.Contains(string(js), `"m.login.token"`) || len(icons) != 2 {
 		t.Fatalf("flows = %s", js)
+	}
+	// The icons are in the media repository, and a restart (a new
+	// Service on the same data directory and database) reuses them.
+	for _, m := range icons {
+		resp, err := http.Get(e.url + "/_matrix/media/v3/download/plaza.test/" + m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/png" {
+			t.Fatalf("icon %s: %d %s", m[1], resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+	if _, err := oauth.New(e.cfg, e.hs); err != nil {
+		t.Fatal(err)
+	}
+	_, again := e.api("GET", "/_matrix/client/v3/login", "", nil)
+	if js2, _ := json.Marshal(again["flows"]); string(js2) != string(js) {
+		t.Fatalf("after a restart: %s, before: %s", js2, js)
 	}
 	spec := spectest.ForTest(t)
 	raw, _ := json.Marshal(body)
@@ -374,7 +398,7 @@ func TestDemoAllowsLocalhost(t *testing.T) {
 	e := newEnv(t, func(c *oauth.Config) { c.GitHub, c.GitLab, c.Demo = nil, nil, true })
 	_, body := e.api("GET", "/_matrix/client/v3/login", "", nil)
 	js, _ := json.Marshal(body["flows"])
-	if !strings.Contains(string(js), `"identity_providers":[{"id":"demo","name":"Demo forge (not GitHub)"}]`) {
+	if !strings.Contains(iconRE.ReplaceAllString(string(js), `"icon":"ICON"`), `"identity_providers":[{"icon":"ICON","id":"demo","name":"Demo forge (not GitHub)"}]`) {
 		t.Fatalf("flows = %s", js)
 	}
 	b := newBrowser(t)

@@ -165,3 +165,12 @@ func (db *DB) DeleteWebSession(ctx context.Context, token string) error {
 	_, err := db.Pool.Exec(ctx, `DELETE FROM web_sessions WHERE token_hash = $1`, HashToken(token))
 	return err
 }
+
+// MediaUploaded reports whether the media mediaID exists with its content
+// (sign-in checks that the identity providers' icons it stored once are
+// still there, for instance after the database was replaced).
+func (db *DB) MediaUploaded(ctx context.Context, mediaID string) (bool, error) {
+	var ok bool
+	err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM media WHERE media_id = $1 AND uploaded_ts IS NOT NULL)`, mediaID).Scan(&ok)
+	return ok, err
+}

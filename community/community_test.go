@@ -422,6 +422,9 @@ func TestPrivateRepoRoom(t *testing.T) {
 	// Still hidden from those without access, and the room refuses them.
 	e.anon().fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), nil)
 	b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+	e.anon().fails(404, "M_NOT_FOUND", "GET", "/_plaza/rooms/"+url.PathEscape(roomID)+"/activity", nil)
+	b.fails(404, "M_NOT_FOUND", "GET", "/_plaza/rooms/"+url.PathEscape(roomID)+"/activity", nil)
+	a.must("GET", "/_plaza/rooms/"+url.PathEscape(roomID)+"/activity", nil)
 	carol.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
 	if _, err := e.svc.RepoRoom(context.Background(), "acme/secret", b.UserID); !errors.Is(err, community.ErrNoSuchRepo) {
 		t.Errorf("RepoRoom for bob: %v", err)
@@ -626,6 +629,14 @@ func TestGitHubWebhook(t *testing.T) {
 	if got := notices(t, a, roomID); len(got) != 2 {
 		t.Fatalf("notices %q", got)
 	}
+	// The feed over HTTP: anyone may read a world-readable room's.
+	feed := e.anon().must("GET", "/_plaza/rooms/"+url.PathEscape(roomID)+"/activity?limit=1", nil)
+	list, _ := feed.Body["activity"].([]any)
+	if len(list) != 1 || list[0].(map[string]any)["summary"] != "bob opened issue #7: It breaks" {
+		t.Errorf("feed %s", feed.Raw)
+	}
+	e.anon().fails(400, "M_INVALID_PARAM", "GET", "/_plaza/rooms/"+url.PathEscape(roomID)+"/activity?limit=x", nil)
+	e.anon().fails(404, "M_NOT_FOUND", "GET", "/_plaza/rooms/"+url.PathEscape("!nope:"+server)+"/activity", nil)
 }
 
 func TestGitLabNestedGroups(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,6 +54,65 @@ const maxSummary = 300
 func (s *Service) Routes(r chi.Router) {
 	r.With(s.hs.Client.Authenticate).Post("/_plaza/rooms/{roomID}/webhooks", s.createWebhook)
 	r.Post("/_plaza/webhooks/{hookID}", s.deliver)
+	r.With(s.optionalAuth).Get("/_plaza/rooms/{roomID}/activity", s.activityFeed)
+}
+
+// optionalAuth authenticates requests that carry an access token and lets
+// anonymous ones through.
+func (s *Service) optionalAuth(next http.Handler) http.Handler {
+	authed := s.hs.Client.Authenticate(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" || r.URL.Query().Get("access_token") != "" {
+			authed.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// activityFeed serves a room's activity as JSON, to whoever may read the
+// room: anyone for a world-readable room, members otherwise.
+//
+//	GET /_plaza/rooms/{roomID}/activity?limit=20
+//	→ {"activity": [{"kind", "actor", "summary", "url", "event_id", "ts"}, ...]}  newest first
+func (s *Service) activityFeed(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	roomID := httpapi.PathParam(r, "roomID")
+	viewer := ""
+	if rq := httpapi.RequesterFrom(ctx); rq != nil {
+		viewer = rq.UserID
+	}
+	limit := 20
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			httpapi.Fail(w, r, httpapi.InvalidParam("limit must be a positive integer"))
+			return
+		}
+		limit = n
+	}
+	c, err := s.association(ctx, roomID)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	vis, err := s.hs.Rooms.VisibilityFor(ctx, roomID, viewer)
+	if c == nil || err != nil || !(vis.WorldReadable() || vis.Member() == "join") {
+		// Rooms the viewer may not read look like rooms without a feed.
+		httpapi.Fail(w, r, httpapi.NotFound("no activity feed for %s", roomID))
+		return
+	}
+	items, err := s.Activity(ctx, roomID, limit)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	out := make([]map[string]any, len(items))
+	for i, a := range items {
+		out[i] = map[string]any{"kind": a.Kind, "actor": a.Actor, "summary": a.Summary, "url": a.URL,
+			"event_id": a.EventID, "ts": a.Time.UnixMilli()}
+	}
+	httpapi.Respond(w, http.StatusOK, map[string]any{"activity": out})
 }
 
 func (s *Service) createWebhook(w http.ResponseWriter, r *http.Request) {

@@ -213,9 +213,18 @@ type entry struct {
 	// pending holds stream notifications that arrived during the load.
 	pending []room.Notification
 	loading bool
-	// members are the current member events of every user (the summary's
-	// counts need each user's previous membership when a new one arrives).
-	members map[string]*event.Event
+	// memberships are every user's current membership: the summary's
+	// counts need a user's previous membership when a new one arrives.
+	// Strings only — a 20,000-member room's member events would cost a
+	// cold load seconds to read and parse.
+	memberships map[string]string
+	// memberEvents are the member events of the window's senders (and of
+	// users whose member event arrived from the stream), for Members.
+	memberEvents map[string]*event.Event
+	// missing are window senders whose member event is not known yet; a
+	// filler goroutine reads them (filling is set while it runs).
+	missing map[string]bool
+	filling bool
 }
 
 // New returns a cache fed by rooms' event stream.
@@ -277,13 +286,12 @@ func (c *Cache) load(e *entry) {
 	// The load belongs to every waiter, not to the first caller's request.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var snap *Snapshot
-	var members map[string]*event.Event
+	var b *built
 	var err error
 	select {
 	case c.loads <- struct{}{}:
 		pos := c.tracker.Wait(ctx, c.published.Load()-1)
-		snap, members, err = c.build(ctx, e.roomID, pos)
+		b, err = c.build(ctx, e.roomID, pos)
 		<-c.loads
 	case <-ctx.Done():
 		err = fmt.Errorf("waiting to load room %s: %w", e.roomID, ctx.Err())
@@ -297,53 +305,62 @@ func (c *Cache) load(e *entry) {
 		close(e.ready)
 		return
 	}
-	e.snap, e.members, e.loading = snap, members, false
+	e.snap, e.memberships, e.memberEvents, e.missing, e.loading = b.snap, b.memberships, b.memberEvents, map[string]bool{}, false
 	for _, n := range e.pending {
 		c.applyLocked(e, n)
 	}
 	e.pending = nil
 	c.bytes += e.snap.bytes
 	close(e.ready)
+	c.fillLocked(e)
 	c.evictLocked(e)
 }
 
-// build reads a room's snapshot up to pos from the room service and storage.
-func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*Snapshot, map[string]*event.Event, error) {
-	// Ask storage first: anonymous callers name arbitrary room IDs, and the
-	// room service keeps an entry for every room it is asked to load.
-	if _, err := c.db.RoomNID(ctx, roomID); errors.Is(err, storage.ErrNotFound) {
-		return nil, nil, ErrNotFound
-	} else if err != nil {
-		return nil, nil, fmt.Errorf("room %s: %w", roomID, err)
-	}
-	version, err := c.rooms.Version(ctx, roomID)
-	if errors.Is(err, room.ErrNotFound) {
-		return nil, nil, ErrNotFound
+// built is what a cold load read.
+type built struct {
+	snap         *Snapshot
+	memberships  map[string]string
+	memberEvents map[string]*event.Event
+}
+
+// build reads a room's snapshot up to pos from storage, with a few targeted
+// queries: the room row, its state without member events, every user's
+// membership (strings, for the counts), the history visibility changes, the
+// latest events and the member events of their senders. It does not load
+// the room into the room service: for a 20,000-member room that means
+// reading and parsing every member event, seconds of a first visit.
+func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, error) {
+	row, err := c.db.Room(ctx, roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading room %s: %w", roomID, err)
+		return nil, fmt.Errorf("room %s: %w", roomID, err)
 	}
-	state, err := c.rooms.CurrentState(ctx, roomID)
+	state, err := c.db.StateWithoutMembers(ctx, row.NID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading room %s state: %w", roomID, err)
+		return nil, fmt.Errorf("loading room %s state: %w", roomID, err)
 	}
-	snap := &Snapshot{Summary: Summary{RoomID: roomID, RoomVersion: version.ID}, Pos: pos,
+	memberships, err := c.db.Memberships(ctx, row.NID)
+	if err != nil {
+		return nil, fmt.Errorf("loading room %s members: %w", roomID, err)
+	}
+	snap := &Snapshot{Summary: Summary{RoomID: roomID, RoomVersion: row.Version.ID}, Pos: pos,
 		State: map[event.TypeKey][]byte{}, Members: map[string][]byte{}, changed: make(chan struct{})}
-	// Counts come from the same in-memory state as the members map, so the
-	// stream's replay on top of them stays exact (a count from storage
-	// could already include a replayed join and count it twice).
-	members := map[string]*event.Event{}
-	for _, ev := range state {
-		if ev.Type() == event.TypeMember {
-			members[*ev.StateKey()] = ev
-			switch room.MembershipOf(ev) {
-			case "join":
-				snap.Summary.JoinedMembers++
-			case "invite":
-				snap.Summary.InvitedMembers++
-			}
-			continue
+	// Counts come from the memberships map the stream's replay updates, so
+	// the replay of events after pos stays exact: a membership read here
+	// may already be a replayed event's, and replaying it again changes
+	// nothing (the map holds absolute values, the counts follow the map).
+	for _, m := range memberships {
+		switch m {
+		case "join":
+			snap.Summary.JoinedMembers++
+		case "invite":
+			snap.Summary.InvitedMembers++
 		}
+	}
+	for _, se := range state {
+		ev := se.Event
 		tk, _ := ev.TypeKey()
 		snap.State[tk] = render(ev.Client())
 		applySummary(&snap.Summary, ev)
@@ -351,30 +368,40 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*Snapshot,
 	// Current state may already hold events after pos, which the stream
 	// replays on top; the history visibility that judges those replayed
 	// events must be the one in force at pos, not the latest.
-	if snap.Summary.HistoryVisibility, err = c.historyVisibilityAt(ctx, roomID, pos); err != nil {
-		return nil, nil, err
+	if snap.Summary.HistoryVisibility, err = c.historyVisibilityAt(ctx, row.NID, roomID, pos); err != nil {
+		return nil, err
 	}
-	evs, floor, err := c.visibleEvents(ctx, roomID, pos)
+	evs, floor, err := c.visibleEvents(ctx, row.NID, roomID, pos)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	snap.Events, snap.Floor = evs, floor
-	for _, e := range evs {
-		if m := members[e.Sender]; m != nil {
-			snap.Members[e.Sender] = render(m.Client())
+	memberEvents := map[string]*event.Event{}
+	if len(evs) > 0 {
+		var senders []string
+		for _, e := range evs {
+			if _, ok := memberEvents[e.Sender]; !ok {
+				memberEvents[e.Sender] = nil
+				senders = append(senders, e.Sender)
+			}
+		}
+		clear(memberEvents)
+		mevs, err := c.db.MemberEvents(ctx, row.NID, senders)
+		if err != nil {
+			return nil, fmt.Errorf("loading room %s senders: %w", roomID, err)
+		}
+		for _, m := range mevs {
+			memberEvents[*m.Event.StateKey()] = m.Event
+			snap.Members[*m.Event.StateKey()] = render(m.Event.Client())
 		}
 	}
-	snap.bytes = estimate(snap, members)
-	return snap, members, nil
+	snap.bytes = estimate(snap, memberships, memberEvents)
+	return &built{snap: snap, memberships: memberships, memberEvents: memberEvents}, nil
 }
 
 // historyVisibilityAt returns the room's history visibility at pos ("" if
 // never set).
-func (c *Cache) historyVisibilityAt(ctx context.Context, roomID string, pos int64) (string, error) {
-	nid, err := c.db.RoomNID(ctx, roomID)
-	if err != nil {
-		return "", fmt.Errorf("room %s: %w", roomID, err)
-	}
+func (c *Cache) historyVisibilityAt(ctx context.Context, nid int64, roomID string, pos int64) (string, error) {
 	changes, err := c.db.HistoryVisibilityChanges(ctx, nid)
 	if err != nil {
 		return "", fmt.Errorf("room %s history visibility: %w", roomID, err)
@@ -396,11 +423,7 @@ func (c *Cache) historyVisibilityAt(ctx context.Context, roomID string, pos int6
 // visibleEvents reads the latest events an anonymous reader may see, up to
 // pos, oldest first, with redactions applied, and the position after which
 // they are complete.
-func (c *Cache) visibleEvents(ctx context.Context, roomID string, pos int64) ([]*Event, int64, error) {
-	nid, err := c.db.RoomNID(ctx, roomID)
-	if err != nil {
-		return nil, 0, fmt.Errorf("room %s: %w", roomID, err)
-	}
+func (c *Cache) visibleEvents(ctx context.Context, nid int64, roomID string, pos int64) ([]*Event, int64, error) {
 	vis, err := c.rooms.VisibilityFor(ctx, roomID, "")
 	if err != nil {
 		return nil, 0, fmt.Errorf("room %s visibility: %w", roomID, err)
@@ -592,7 +615,67 @@ func (c *Cache) onEvents(n room.Notification) {
 	old := e.snap.bytes
 	c.applyLocked(e, n)
 	c.bytes += e.snap.bytes - old
+	c.fillLocked(e)
 	c.evictLocked(e)
+}
+
+// fillLocked starts reading the member events of window senders the cache
+// does not know (they joined before the room was loaded), unless a reader
+// is at it already. onEvents runs on the room writer's goroutine and must
+// not wait for storage, so until the read lands the snapshot lacks those
+// members' display names, as a client lazily loading members would.
+func (c *Cache) fillLocked(e *entry) {
+	if len(e.missing) == 0 || e.filling || e.loading {
+		return
+	}
+	e.filling = true
+	users := make([]string, 0, len(e.missing))
+	for u := range e.missing {
+		users = append(users, u)
+	}
+	go c.fill(e, users)
+}
+
+func (c *Cache) fill(e *entry, users []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var evs []*storage.StoredEvent
+	nid, err := c.db.RoomNID(ctx, e.roomID)
+	if err == nil {
+		evs, err = c.db.MemberEvents(ctx, nid, users)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.filling = false
+	if c.entries[e.roomID] != e {
+		return // evicted meanwhile
+	}
+	if err != nil {
+		// The next event from the room tries again.
+		return
+	}
+	prev := e.snap
+	next := *prev
+	next.changed = make(chan struct{})
+	next.Members = cloneMap(prev.Members)
+	for _, se := range evs {
+		u := *se.Event.StateKey()
+		if !e.missing[u] {
+			continue // the stream brought a newer one, or the sender left the window
+		}
+		delete(e.missing, u)
+		e.memberEvents[u] = se.Event
+		next.Members[u] = render(se.Event.Client())
+	}
+	for _, u := range users {
+		delete(e.missing, u) // no member event: nothing to wait for
+	}
+	old := prev.bytes
+	next.bytes = estimate(&next, e.memberships, e.memberEvents)
+	e.snap = &next
+	close(prev.changed)
+	c.bytes += next.bytes - old
+	c.fillLocked(e)
 }
 
 // applyLocked builds the snapshot that follows e.snap after n and publishes
@@ -633,14 +716,13 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 		if tk, ok := ev.TypeKey(); ok {
 			if ev.Type() == event.TypeMember {
 				user := *ev.StateKey()
-				before := ""
-				if old := e.members[user]; old != nil {
-					before = room.MembershipOf(old)
-				}
+				before := e.memberships[user]
 				after := room.MembershipOf(ev)
 				next.Summary.JoinedMembers += count(after, "join") - count(before, "join")
 				next.Summary.InvitedMembers += count(after, "invite") - count(before, "invite")
-				e.members[user] = ev
+				e.memberships[user] = after
+				e.memberEvents[user] = ev
+				delete(e.missing, user)
 				if _, ok := next.Members[user]; ok {
 					copyMembers()
 					next.Members[user] = render(ev.Client())
@@ -679,9 +761,11 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 		}
 		events = append(events, c.renderHTML(newEvent(se.StreamPos, ev)))
 		if _, ok := next.Members[ev.Sender()]; !ok {
-			if m := e.members[ev.Sender()]; m != nil {
+			if m := e.memberEvents[ev.Sender()]; m != nil {
 				copyMembers()
 				next.Members[ev.Sender()] = render(m.Client())
+			} else {
+				e.missing[ev.Sender()] = true
 			}
 		}
 	}
@@ -705,9 +789,19 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 				delete(next.Members, u)
 			}
 		}
+		for u := range e.memberEvents {
+			if !senders[u] {
+				delete(e.memberEvents, u)
+			}
+		}
+		for u := range e.missing {
+			if !senders[u] {
+				delete(e.missing, u)
+			}
+		}
 	}
 	next.Events = events
-	next.bytes = estimate(&next, e.members)
+	next.bytes = estimate(&next, e.memberships, e.memberEvents)
 	e.snap = &next
 	close(prev.changed)
 }
@@ -744,7 +838,7 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 // estimate approximates a snapshot's memory: rendered bytes plus per-member
 // bookkeeping (the member events themselves are shared with the room
 // service, only the map entry is ours).
-func estimate(s *Snapshot, members map[string]*event.Event) int64 {
+func estimate(s *Snapshot, memberships map[string]string, memberEvents map[string]*event.Event) int64 {
 	n := int64(512)
 	for _, e := range s.Events {
 		n += int64(len(e.body)+len(e.unsigned)+len(e.HTML)) + 128
@@ -755,8 +849,13 @@ func estimate(s *Snapshot, members map[string]*event.Event) int64 {
 	for u, b := range s.Members {
 		n += int64(len(u)+len(b)) + 64
 	}
-	for u := range members {
-		n += int64(len(u)) + 48
+	for u, m := range memberships {
+		n += int64(len(u)+len(m)) + 48
+	}
+	for _, ev := range memberEvents {
+		if ev != nil {
+			n += int64(len(ev.JSON())) + 256 // parsed, roughly twice the JSON
+		}
 	}
 	return n
 }

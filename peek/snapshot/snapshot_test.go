@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -268,5 +270,79 @@ func TestRenderHook(t *testing.T) {
 	}
 	if _, without := plain.Len(); withHTML-without != int64(html) || len(ps.Events) != len(s.Events) {
 		t.Fatalf("cache bytes with HTML %d, without %d, HTML %d", withHTML, without, html)
+	}
+}
+
+// TestColdLoadReadsOnlyWhatItShows: a cold load (of a room the room service
+// has not loaded either) counts members exactly from their memberships
+// alone, and a sender who joined before the load, outside the window, gets
+// their member event in the snapshot once it is read.
+func TestColdLoadReadsOnlyWhatItShows(t *testing.T) {
+	hs := newHomeserver(t)
+	roomID := newRoom(t, hs, "Cold")
+	ctx := context.Background()
+	bob, carol := "@bob:plaza.test", "@carol:plaza.test"
+	for _, u := range []string{bob, carol} {
+		if _, err := hs.Rooms.Send(ctx, roomID, room.Request{Sender: u, Type: event.TypeMember, StateKey: &u,
+			Content: json.RawMessage(`{"membership":"join","displayname":"` + u[1:4] + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := hs.Rooms.Send(ctx, roomID, room.Request{Sender: carol, Type: event.TypeMember, StateKey: &carol,
+		Content: json.RawMessage(`{"membership":"leave"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		send(t, hs, roomID, alice, fmt.Sprint("alice ", i))
+	}
+	// A fresh room service over the same database: nothing loaded.
+	hs2, err := homeserver.New(ctx, homeserver.Config{ServerName: "plaza.test", DataDir: t.TempDir(), BcryptCost: bcrypt.MinCost}, hs.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := snapshot.New(snapshot.Config{Events: 2}, hs2.DB, hs2.Rooms, hs2.Tracker)
+	s, err := c.Get(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Summary.JoinedMembers != 2 || s.Summary.Name != "Cold" || len(s.Members) != 1 || s.Members[alice] == nil {
+		t.Fatalf("cold snapshot: %+v, members %v", s.Summary, len(s.Members))
+	}
+	// Bob, who joined before the load, talks: his member event follows.
+	if _, err := hs2.Rooms.Send(ctx, roomID, room.Request{Sender: bob, Type: "m.room.message",
+		Content: json.RawMessage(`{"msgtype":"m.text","body":"hi"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		s, _ = c.Get(ctx, roomID)
+		if s.Members[bob] != nil {
+			break
+		}
+		select {
+		case <-s.Changed():
+		case <-deadline:
+			t.Fatal("bob's member event never reached the snapshot")
+		}
+	}
+	if !strings.Contains(string(s.Members[bob]), `"displayname":"bob"`) {
+		t.Fatalf("bob's member event: %s", s.Members[bob])
+	}
+	// Counts stay exact through joins and leaves from the stream.
+	if _, err := hs2.Rooms.Send(ctx, roomID, room.Request{Sender: carol, Type: event.TypeMember, StateKey: &carol,
+		Content: json.RawMessage(`{"membership":"join"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hs2.Rooms.Send(ctx, roomID, room.Request{Sender: bob, Type: event.TypeMember, StateKey: &bob,
+		Content: json.RawMessage(`{"membership":"leave"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	nid, _ := hs2.DB.RoomNID(ctx, roomID)
+	joined, _, err := hs2.DB.MemberCounts(ctx, nid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := c.Get(ctx, roomID); s.Summary.JoinedMembers != joined || joined != 2 {
+		t.Fatalf("joined: snapshot %d, storage %d", s.Summary.JoinedMembers, joined)
 	}
 }

@@ -18,6 +18,15 @@
 //	<base>/gitlab/api/v4/                    GitLab's REST API
 //	<base>/avatars/<user id>.png             users' avatars
 //
+// The REST APIs answer what sign-in and rooms on demand (package community)
+// ask: the signed-in user, their e-mails and orgs; GitHub repositories (with
+// the caller's permissions), collaborator permissions and users/orgs by
+// login; GitLab projects by id or nested path (with the caller's
+// permissions), project members, groups by id or full path, and users by
+// username. Public things are readable without a token, as on the real
+// forges; a token that is sent must be valid. IssueToken hands out tokens
+// without the OAuth dance, and SetDown makes the APIs answer 503.
+//
 // Users have immutable numeric ids, as on the real forges, so a test can
 // rename one (Rename) and check that whoever keys accounts by id follows.
 // The authorization page approves the user marked with SignIn at once (a

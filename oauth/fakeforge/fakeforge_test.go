@@ -189,3 +189,66 @@ func TestTransport(t *testing.T) {
 		t.Fatalf("avatar: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// TestPublicReadsAndOwners covers what rooms on demand ask: anonymous reads
+// of public things, owners, GitLab groups and permissions, IssueToken and
+// SetDown.
+func TestPublicReadsAndOwners(t *testing.T) {
+	f, srv := newForge(t)
+	f.AddOrg(fakeforge.Org{ID: 11, Login: "acme/sub", Private: true, Members: []int64{1}})
+	f.AddRepo(fakeforge.Repo{ID: 102, Owner: "acme/sub", Name: "deep", Private: true, Access: map[int64]string{1: fakeforge.PermAdmin}})
+	ctx := context.Background()
+	anon := github.NewClient(nil)
+	anon.BaseURL, _ = url.Parse(srv.URL + "/github/api/")
+	if r, _, err := anon.Repositories.Get(ctx, "acme", "widget"); err != nil || r.GetID() != 100 || r.GetPermissions()["push"] {
+		t.Fatalf("anonymous read of a public repo: %+v %v", r, err)
+	}
+	if _, resp, err := anon.Repositories.Get(ctx, "acme", "secret"); err == nil || resp.StatusCode != 404 {
+		t.Fatal("an anonymous read found a private repo")
+	}
+	if _, resp, err := anon.Users.Get(ctx, ""); err == nil || resp.StatusCode != 401 {
+		t.Fatal("/user answered without a token")
+	}
+	if o, _, err := anon.Users.Get(ctx, "acme"); err != nil || o.GetType() != "Organization" || o.GetAvatarURL() == "" {
+		t.Fatalf("org as a user: %+v %v", o, err)
+	}
+	bad := github.NewClient(nil).WithAuthToken("nope")
+	bad.BaseURL = anon.BaseURL
+	if _, resp, err := bad.Repositories.Get(ctx, "acme", "widget"); err == nil || resp.StatusCode != 401 {
+		t.Fatal("a bad token was not refused")
+	}
+	alice := github.NewClient(nil).WithAuthToken(f.IssueToken(1))
+	alice.BaseURL = anon.BaseURL
+	if r, _, err := alice.Repositories.Get(ctx, "acme", "widget"); err != nil || !r.GetPermissions()["admin"] {
+		t.Fatalf("alice's permissions: %+v %v", r, err)
+	}
+
+	//lint:ignore SA1019 DESIGN.md names xanzy/go-gitlab (deprecated only for its new module path)
+	gl, _ := gitlab.NewOAuthClient(f.IssueToken(1), gitlab.WithBaseURL(srv.URL+"/gitlab"), gitlab.WithoutRetries())
+	p, _, err := gl.Projects.GetProject("acme/sub/deep", nil)
+	if err != nil || p.Namespace.FullPath != "acme/sub" || p.Permissions.ProjectAccess.AccessLevel != gitlab.OwnerPermissions {
+		t.Fatalf("nested project: %+v %v", p, err)
+	}
+	g, _, err := gl.Groups.GetGroup("acme/sub", nil)
+	if err != nil || g.ID != 11 || g.Visibility != gitlab.PrivateVisibility {
+		t.Fatalf("subgroup: %+v %v", g, err)
+	}
+	//lint:ignore SA1019 as above
+	glBob, _ := gitlab.NewOAuthClient(f.IssueToken(2), gitlab.WithBaseURL(srv.URL+"/gitlab"), gitlab.WithoutRetries())
+	if _, _, err := glBob.Groups.GetGroup("acme/sub", nil); err == nil {
+		t.Fatal("bob sees a private group he is not in")
+	}
+	users, _, err := glBob.Users.ListUsers(&gitlab.ListUsersOptions{Username: gitlab.Ptr("alice")})
+	if err != nil || len(users) != 1 || users[0].ID != 1 {
+		t.Fatalf("users by name: %+v %v", users, err)
+	}
+
+	f.SetDown(true)
+	if _, resp, err := alice.Repositories.Get(ctx, "acme", "widget"); err == nil || resp.StatusCode != 503 {
+		t.Fatal("a forge that is down answered")
+	}
+	f.SetDown(false)
+	if _, _, err := alice.Repositories.Get(ctx, "acme", "widget"); err != nil {
+		t.Fatalf("the forge is back: %v", err)
+	}
+}

@@ -158,6 +158,12 @@ func (s *Service) gateJoin(ctx context.Context, roomID, userID string) error {
 	if err != nil || c == nil || userID == s.bot {
 		return err
 	}
+	// A banned user's join fails anyway; it must not change levels first.
+	if m, err := s.hs.Rooms.Membership(ctx, roomID, userID); err != nil {
+		return fmt.Errorf("community: membership of %s: %w", userID, err)
+	} else if m == "ban" {
+		return httpapi.Forbidden("you are banned from this room")
+	}
 	access, known, err := s.access(ctx, c, userID)
 	if errors.Is(err, ErrForgeUnavailable) {
 		if c.Private {
@@ -192,9 +198,6 @@ func (s *Service) inviteForJoin(ctx context.Context, roomID, userID string) erro
 	}
 	if m == "invite" || m == "join" {
 		return nil
-	}
-	if m == "ban" {
-		return httpapi.Forbidden("you are banned from this room")
 	}
 	_, err = s.hs.Rooms.Send(ctx, roomID, room.Request{Sender: s.bot, Type: event.TypeMember, StateKey: &userID,
 		Content: mustJSON(map[string]any{"membership": "invite"})})

@@ -31,6 +31,7 @@ type Config struct {
 	Registration string // open, token or closed
 	RateLimit    bool
 	AdminListen  string          // empty: no admin listener (pprof)
+	PeekCacheMB  string          // bound of the hot-room snapshot cache, MiB (a positive integer; see PeekCacheBytes)
 	SSO          ssoConfig       // sign-in with GitHub and GitLab (sso.go)
 	Community    communityConfig // rooms on demand (community.go)
 
@@ -62,6 +63,12 @@ func (c Config) Notaries() []string {
 		}
 	}
 	return out
+}
+
+// PeekCacheBytes is peek_cache_mb in bytes (validated by LoadConfig).
+func (c Config) PeekCacheBytes() int64 {
+	n, _ := strconv.Atoi(c.PeekCacheMB)
+	return int64(n) << 20
 }
 
 // FederationEnabled reports whether the federation listener runs.
@@ -111,6 +118,9 @@ func settings() []setting {
 		{key: "registration_shared_secret", env: "PLAZA_REGISTRATION_SHARED_SECRET", def: "", secret: true,
 			help:  "enables /_synapse/admin/v1/register (HMAC-SHA1 shared-secret registration, as Synapse's); empty: off",
 			field: func(c *Config) any { return &c.RegistrationSecret }},
+		{key: "peek_cache_mb", env: "PLAZA_PEEK_CACHE_MB", def: "256",
+			help:  "memory bound of the hot-room snapshot cache (room previews, room pages, live viewers), in MiB; least recently viewed rooms are dropped past it",
+			field: func(c *Config) any { return &c.PeekCacheMB }},
 		{key: "admin_listen", env: "PLAZA_ADMIN_LISTEN", def: "",
 			help:  "address of the admin listener (Go pprof), e.g. 127.0.0.1:9090; empty: none",
 			field: func(c *Config) any { return &c.AdminListen }},
@@ -285,6 +295,10 @@ func (c *Config) validate(table []setting, from map[string]origin) error {
 	}
 	if err := c.validateCommunity(fail); err != nil {
 		return err
+	}
+
+	if n, err := strconv.Atoi(c.PeekCacheMB); err != nil || n <= 0 || n > 1<<20 {
+		return fail("peek_cache_mb", c.PeekCacheMB, "must be a whole number of MiB from 1 to 1048576")
 	}
 
 	switch c.Registration {

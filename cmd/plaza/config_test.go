@@ -30,6 +30,7 @@ func TestLoadConfig(t *testing.T) {
 		PublicURL:    "http://localhost:8008",
 		Registration: "closed",
 		RateLimit:    true,
+		PeekCacheMB:  "256",
 
 		FederationListen: ":8448",
 	}
@@ -49,18 +50,19 @@ func TestLoadConfig(t *testing.T) {
 		{
 			name: "environment",
 			env: map[string]string{
-				"PLAZA_SERVER_NAME":  "example.org",
-				"PLAZA_LISTEN":       "127.0.0.1:9000",
-				"PLAZA_DATA_DIR":     "/var/lib/plaza",
-				"PLAZA_DATABASE_URL": "postgres://plaza:secret@db:5432/plaza",
-				"PLAZA_PUBLIC_URL":   "https://matrix.example.org/",
-				"PLAZA_REGISTRATION": "token",
-				"PLAZA_RATE_LIMIT":   "false",
+				"PLAZA_SERVER_NAME":   "example.org",
+				"PLAZA_LISTEN":        "127.0.0.1:9000",
+				"PLAZA_DATA_DIR":      "/var/lib/plaza",
+				"PLAZA_DATABASE_URL":  "postgres://plaza:secret@db:5432/plaza",
+				"PLAZA_PUBLIC_URL":    "https://matrix.example.org/",
+				"PLAZA_REGISTRATION":  "token",
+				"PLAZA_RATE_LIMIT":    "false",
+				"PLAZA_PEEK_CACHE_MB": "64",
 			},
 			want: Config{
 				ServerName: "example.org", Listen: "127.0.0.1:9000", DataDir: "/var/lib/plaza",
 				DatabaseURL: "postgres://plaza:secret@db:5432/plaza", PublicURL: "https://matrix.example.org",
-				Registration: "token", RateLimit: false, FederationListen: ":8448",
+				Registration: "token", RateLimit: false, FederationListen: ":8448", PeekCacheMB: "64",
 			},
 		},
 		{
@@ -81,7 +83,7 @@ rate_limit = false
 `,
 			want: Config{
 				ServerName: "example.org", Listen: "[::1]:8448", DataDir: "/srv/plaza", DatabaseURL: "postgres://db/plaza",
-				PublicURL: "https://example.org", Registration: "open", RateLimit: false, FederationListen: ":8448",
+				PublicURL: "https://example.org", Registration: "open", RateLimit: false, FederationListen: ":8448", PeekCacheMB: "256",
 			},
 		},
 		{
@@ -137,6 +139,11 @@ func TestLoadConfigErrors(t *testing.T) {
 			name: "registration",
 			env:  map[string]string{"PLAZA_REGISTRATION": "maybe"},
 			want: []string{`PLAZA_REGISTRATION="maybe": must be open, token or closed`},
+		},
+		{
+			name: "peek cache size",
+			env:  map[string]string{"PLAZA_PEEK_CACHE_MB": "lots"},
+			want: []string{`PLAZA_PEEK_CACHE_MB="lots"`, "whole number of MiB"},
 		},
 		{
 			name: "registration in file",

@@ -183,7 +183,7 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	}
 	// The snapshot cache renders each event once for the web room page.
 	renderer := web.NewRenderer()
-	previews := peek.New(hs, peek.Config{Snapshot: snapshot.Config{Render: renderer.Render}})
+	previews := peek.New(hs, peek.Config{Snapshot: snapshot.Config{Render: renderer.Render, MaxBytes: cfg.PeekCacheBytes()}})
 	mounts := []func(chi.Router){previews.Routes}
 	if rooms != nil {
 		mounts = append(mounts, rooms.Routes)

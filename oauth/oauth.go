@@ -36,7 +36,11 @@
 // (/_plaza/login/{idp}?link=1). Display name and avatar are copied from the
 // forge when the account is created, and left to the person afterwards.
 // Signing in with a forge creates accounts whatever the registration
-// setting, which governs password registration only.
+// setting, which governs password registration only. Such accounts have no
+// password: the homeserver's user-interactive auth offers them the
+// m.login.sso stage, which this package serves (uia.go). Sign-in asks the
+// forges for minimal scopes; reading private repositories needs one more,
+// asked for only when the person opts in (scopes.go).
 //
 // # Safety
 //
@@ -51,6 +55,10 @@
 //   - Login tokens: single-use, valid for DefaultLoginTokenLifetime.
 //   - Forge tokens: sealed with AES-256-GCM under <data_dir>/oauth-token.key
 //     (created on first start; keep it with the database).
+//   - Cookies: HttpOnly, SameSite=Lax, and Secure when Plaza is served over
+//     https (its public URL, TLS, or a proxy's X-Forwarded-Proto).
+//   - Pages: no framing, no scripts (the UIA completion page allows its one
+//     script by hash).
 //
 // The homeserver knows nothing of forges: it only advertises the identity
 // providers this package hands it, and redeems login tokens.

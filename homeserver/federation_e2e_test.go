@@ -487,3 +487,96 @@ func countOf(list []string, s string) int {
 	}
 	return n
 }
+
+// invitedTo waits until the user's sync shows an invite to the room, and
+// returns its invite_state events.
+func invitedTo(t *testing.T, c *client, roomID string) []any {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := c.sync("", 0)
+		rooms, _ := r.Body["rooms"].(map[string]any)
+		inv, _ := rooms["invite"].(map[string]any)
+		if room, ok := inv[roomID].(map[string]any); ok {
+			st, _ := room["invite_state"].(map[string]any)
+			evs, _ := st["events"].([]any)
+			return evs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never saw the invite to %s: %s", c.UserID, roomID, r.Raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestFederationInvites(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice, dave := a.register("alice"), a.register("dave")
+	bob, carol := b.register("bob"), b.register("carol")
+	ctx := context.Background()
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "secret plans"}).str("room_id")
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+
+	// A remote user cannot join an invite-only room uninvited.
+	bob.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+
+	// alice invites bob: b countersigns, bob sees the invite with the
+	// room's name, and joins through the inviting server.
+	alice.must("POST", path+"/invite", map[string]any{"user_id": bob.UserID})
+	if m, _ := a.hs.Rooms.Membership(ctx, roomID, bob.UserID); m != "invite" {
+		t.Fatalf("bob is %q on a", m)
+	}
+	st := invitedTo(t, bob, roomID)
+	if !strings.Contains(fmt.Sprint(st), "secret plans") {
+		t.Fatalf("invite state: %v", st)
+	}
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	bob.send(roomID, text("thanks for the invite"))
+	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "thanks for the invite") })
+
+	// carol rejects hers: the leave goes to a through make_leave/send_leave.
+	alice.must("POST", path+"/invite", map[string]any{"user_id": carol.UserID})
+	invitedTo(t, carol, roomID)
+	// carol's server is in the room now (bob), so her rejection is a
+	// local leave that b sends to a; either way a must see it.
+	carol.must("POST", path+"/leave", map[string]any{})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m, _ := a.hs.Rooms.Membership(ctx, roomID, carol.UserID); m == "leave" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("carol's rejection never reached a")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// bob (on b) invites dave (on a): a countersigns, and dave joins.
+	bob.must("POST", path+"/invite", map[string]any{"user_id": dave.UserID})
+	invitedTo(t, dave, roomID)
+	dave.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	dave.send(roomID, text("dave here"))
+	waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "dave here") })
+}
+
+func TestFederationRejectInviteToUnknownRoom(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	carol := b.register("carol")
+	ctx := context.Background()
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat"}).str("room_id")
+	alice.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": carol.UserID})
+	invitedTo(t, carol, roomID)
+	carol.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", map[string]any{})
+	if m, _ := a.hs.Rooms.Membership(ctx, roomID, carol.UserID); m != "leave" {
+		t.Fatalf("carol is %q on a", m)
+	}
+	// carol's sync no longer lists the invite.
+	r := carol.sync("", 0)
+	rooms, _ := r.Body["rooms"].(map[string]any)
+	if inv, _ := rooms["invite"].(map[string]any); inv[roomID] != nil {
+		t.Fatalf("invite still listed: %s", r.Raw)
+	}
+}

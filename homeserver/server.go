@@ -191,7 +191,7 @@ func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 // key server, the notary and the Server-Server API. mounts add routes, behind
 // s.Federation.Authenticate where they need a signed request.
 func (s *Server) FederationHandler(mounts ...func(chi.Router)) http.Handler {
-	return s.Federation.Handler(append([]func(chi.Router){s.Federation.QueryRoutes, s.Federation.PDURoutes}, mounts...)...)
+	return s.Federation.Handler(append([]func(chi.Router){s.Federation.QueryRoutes, s.Federation.PDURoutes, s.Federation.InviteRoutes}, mounts...)...)
 }
 
 // loadOrCreateKey reads the server's signing key, creating it on first start.

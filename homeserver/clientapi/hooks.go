@@ -36,6 +36,13 @@ type Remote interface {
 	// send_join through one of servers), with content as the member
 	// event's content.
 	Join(ctx context.Context, roomID, userID string, servers []string, content json.RawMessage) error
+	// Invite has a remote user's server countersign an invite to a room
+	// of ours (/v2/invite), then sends it into the room.
+	Invite(ctx context.Context, roomID, sender, invitee string, content json.RawMessage) error
+	// Leave leaves a room this server is not in (rejects a remote invite)
+	// through make_leave/send_leave; servers may be empty when the user
+	// was invited (the inviting server is known).
+	Leave(ctx context.Context, roomID, userID string, servers []string) error
 }
 
 // SetAliasResolver installs the resolver of unknown local aliases.

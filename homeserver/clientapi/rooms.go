@@ -475,6 +475,18 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
+	if a.remote != nil {
+		// Rejecting an invite to a room this server is not in goes to
+		// the inviting server.
+		if _, err := a.rooms.Version(r.Context(), roomID); errors.Is(err, room.ErrNotFound) {
+			if err := a.remote.Leave(r.Context(), roomID, rq.UserID, nil); err != nil {
+				httpapi.Fail(w, r, roomErr(err))
+				return
+			}
+			httpapi.Respond(w, http.StatusOK, struct{}{})
+			return
+		}
+	}
 	if err := a.sendOwnMembership(r.Context(), roomID, rq.UserID, "leave", req.Reason); err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -562,6 +574,15 @@ func (a *API) membershipChange(membership string) http.HandlerFunc {
 		}
 		if target == "invite" {
 			a.profileContent(ctx, req.UserID, content)
+			if a.remote != nil && id.ServerOf(req.UserID) != a.cfg.ServerName {
+				// The invitee's server countersigns the invite first.
+				if err := a.remote.Invite(ctx, roomID, rq.UserID, req.UserID, mustJSON(content)); err != nil {
+					httpapi.Fail(w, r, roomErr(err))
+					return
+				}
+				httpapi.Respond(w, http.StatusOK, struct{}{})
+				return
+			}
 		}
 		if _, err := a.rooms.Send(ctx, roomID, room.Request{Sender: rq.UserID, Type: event.TypeMember, StateKey: &req.UserID, Content: mustJSON(content)}); err != nil {
 			httpapi.Fail(w, r, roomErr(err))

@@ -424,20 +424,7 @@ func (s *Service) serveSendJoin(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	// The other servers hear of the join from us: the sender only relays
-	// our users' events by itself.
-	var others []string
-	for _, sv := range servers {
-		if sv != origin && sv != s.cfg.ServerName {
-			others = append(others, sv)
-		}
-	}
-	if len(others) > 0 {
-		if err := s.Sender.Queue(ctx, others, [][]byte{ev.JSON()}, nil); err != nil {
-			httpapi.Fail(w, r, err)
-			return
-		}
-	}
+	s.relay(ctx, roomID, origin, ev)
 	httpapi.Respond(w, http.StatusOK, map[string]any{"origin": s.cfg.ServerName, "state": pdus(state), "auth_chain": pdus(chain),
 		"members_omitted": false, "servers_in_room": servers, "event": json.RawMessage(ev.JSON())})
 }

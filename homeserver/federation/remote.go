@@ -109,6 +109,9 @@ func (r Remote) makeAndSend(ctx context.Context, membership, roomID, userID stri
 	if s.locals.Rooms == nil {
 		return errors.New("federation: no room service")
 	}
+	if _, inviter, ok, err := s.locals.Rooms.RemoteInvite(ctx, roomID, userID); err == nil && ok && !slices.Contains(servers, inviter) {
+		servers = append([]string{inviter}, servers...)
+	}
 	var tried []string
 	var last error = httpapi.NotFound("no server to %s %s through", membership, roomID)
 	if d := id.ServerOf(roomID); d != "" && !slices.Contains(servers, d) {
@@ -176,6 +179,13 @@ func (r Remote) tryMembership(ctx context.Context, server, membership, roomID, u
 		return httpapi.Custom(http.StatusBadGateway, "M_UNKNOWN", "%s sent an unusable make_%s template: %v", server, membership, err)
 	}
 	sendURI := "/_matrix/federation/v2/send_" + membership + "/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.ID())
+	if membership != "join" {
+		var ignored json.RawMessage
+		if err := s.Client.DoJSON(ctx, server, http.MethodPut, sendURI, ev.JSON(), &ignored, true); err != nil {
+			return remoteFailure(server, "send_"+membership, err)
+		}
+		return s.locals.Rooms.StoreOwnOutOfRoom(ctx, v, ev)
+	}
 	var resp struct {
 		State     []json.RawMessage `json:"state"`
 		AuthChain []json.RawMessage `json:"auth_chain"`

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"plaza/homeserver/auth"
 	"plaza/homeserver/builder"
@@ -97,6 +98,9 @@ func (s *Service) createFromJoin(ctx context.Context, r *roomEntry, v *event.Roo
 		return err
 	}
 	r.loaded = true
+	if err := s.db.ForgetRemoteInvite(ctx, join.Sender(), roomID); err != nil {
+		slog.Warn("dropping a remote invite after joining", "room", roomID, "err", err)
+	}
 	s.publish(roomID, []*storage.StoredEvent{{NID: persisted.NID, StreamPos: re.StreamPos, Event: join}})
 	s.tracker.Complete(re.StreamPos)
 	return nil

@@ -330,3 +330,73 @@ func (db *DB) AuthChain(ctx context.Context, ids []string) ([]*StoredEvent, erro
 	}
 	return out, nil
 }
+
+// RemoteInvite is an invite from another server to a room we are not in.
+type RemoteInvite struct {
+	EventID       string
+	InviterServer string
+	InviteState   []byte // JSON array
+}
+
+// StoreRemoteInvite records an invite to a room this server is not in: the
+// event as an outlier, the invitee's membership in current_state and the
+// membership log at pos, and the stripped state it came with.
+func (db *DB) StoreRemoteInvite(ctx context.Context, room *Room, ev *event.Event, pos int64, inviter string, inviteState []byte) (int64, error) {
+	nids, err := db.InsertOutliers(ctx, room, []Outlier{{Event: ev}})
+	if err != nil {
+		return 0, err
+	}
+	nid := nids[ev.ID()]
+	err = db.InTx(ctx, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO current_state (room_nid, type, state_key, event_nid, membership) VALUES ($1, 'm.room.member', $2, $3, 'invite')
+			ON CONFLICT (room_nid, type, state_key) DO UPDATE SET event_nid = EXCLUDED.event_nid, membership = EXCLUDED.membership`,
+			room.NID, *ev.StateKey(), nid)
+		b.Queue(`INSERT INTO membership_log (stream_pos, user_id, room_nid, membership, event_nid) VALUES ($1, $2, $3, 'invite', $4)`,
+			pos, *ev.StateKey(), room.NID, nid)
+		b.Queue(`INSERT INTO remote_invites (user_id, room_id, event_id, inviter_server, invite_state) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (user_id, room_id) DO UPDATE SET event_id = EXCLUDED.event_id, inviter_server = EXCLUDED.inviter_server,
+			invite_state = EXCLUDED.invite_state`, *ev.StateKey(), room.RoomID, ev.ID(), inviter, inviteState)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	return nid, err
+}
+
+// RemoteInviteFor returns a user's invite to a room we are not in.
+func (db *DB) RemoteInviteFor(ctx context.Context, userID, roomID string) (*RemoteInvite, error) {
+	var ri RemoteInvite
+	err := db.Pool.QueryRow(ctx, `SELECT event_id, inviter_server, invite_state FROM remote_invites WHERE user_id = $1 AND room_id = $2`,
+		userID, roomID).Scan(&ri.EventID, &ri.InviterServer, &ri.InviteState)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return &ri, err
+}
+
+// ForgetRemoteInvite drops a user's remote invite (joined or answered).
+func (db *DB) ForgetRemoteInvite(ctx context.Context, userID, roomID string) error {
+	_, err := db.Pool.Exec(ctx, `DELETE FROM remote_invites WHERE user_id = $1 AND room_id = $2`, userID, roomID)
+	return err
+}
+
+// SetOutOfRoomMembership records a local user's membership in a room we
+// are not in (a rejected invite, a knock): the event as an outlier, the
+// current_state row and the membership log entry at pos.
+func (db *DB) SetOutOfRoomMembership(ctx context.Context, room *Room, ev *event.Event, membership string, pos int64) (int64, error) {
+	nids, err := db.InsertOutliers(ctx, room, []Outlier{{Event: ev}})
+	if err != nil {
+		return 0, err
+	}
+	nid := nids[ev.ID()]
+	err = db.InTx(ctx, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO current_state (room_nid, type, state_key, event_nid, membership) VALUES ($1, 'm.room.member', $2, $3, $4)
+			ON CONFLICT (room_nid, type, state_key) DO UPDATE SET event_nid = EXCLUDED.event_nid, membership = EXCLUDED.membership`,
+			room.NID, *ev.StateKey(), nid, membership)
+		b.Queue(`INSERT INTO membership_log (stream_pos, user_id, room_nid, membership, event_nid) VALUES ($1, $2, $3, $4, $5)`,
+			pos, *ev.StateKey(), room.NID, membership, nid)
+		b.Queue(`DELETE FROM remote_invites WHERE user_id = $1 AND room_id = $2`, *ev.StateKey(), room.RoomID)
+		return tx.SendBatch(ctx, b).Close()
+	})
+	return nid, err
+}

@@ -721,6 +721,11 @@ func (s *Service) strippedState(ctx context.Context, roomID, userID string) ([]a
 
 func (s *Service) invitedRoom(ctx context.Context, roomID, userID string) (*InvitedRoom, error) {
 	ir := &InvitedRoom{}
+	if st, _, ok, err := s.rooms.RemoteInvite(ctx, roomID, userID); err != nil || ok {
+		// An invite to a room on other servers: the state it came with.
+		ir.InviteState.Events = st
+		return ir, err
+	}
 	st, err := s.strippedState(ctx, roomID, userID)
 	if err != nil {
 		return nil, err

@@ -97,8 +97,9 @@ func (a *API) CompleteSSOStage(id, userID string) bool {
 // request (method and path) it was issued for, and is used up by the request
 // it authorises.
 const (
-	uiaLifetime    = 15 * time.Minute
-	maxUIASessions = 10000
+	uiaLifetime           = 15 * time.Minute
+	maxUIASessions        = 10000
+	maxUIASessionsPerUser = 10
 )
 
 type uiaSession struct {
@@ -113,8 +114,9 @@ type uiaSessions struct {
 	m  map[string]*uiaSession
 }
 
-// create starts a session, dropping expired ones; when full, the oldest
-// goes, so a flood of requests costs their sender only.
+// create starts a session. Expired sessions go; a user keeps at most
+// maxUIASessionsPerUser (their oldest goes), so one account cannot push
+// others' sessions out; past maxUIASessions in all, the oldest goes.
 func (u *uiaSessions) create(userID, op string, now time.Time) string {
 	id := randomToken(18)
 	u.mu.Lock()
@@ -122,18 +124,27 @@ func (u *uiaSessions) create(userID, op string, now time.Time) string {
 	if u.m == nil {
 		u.m = map[string]*uiaSession{}
 	}
-	if len(u.m) >= maxUIASessions {
-		var oldest string
-		for k, s := range u.m {
-			if now.After(s.expires) {
-				delete(u.m, k)
-			} else if oldest == "" || s.expires.Before(u.m[oldest].expires) {
-				oldest = k
+	var oldest, usersOldest string
+	mine := 0
+	for k, s := range u.m {
+		switch {
+		case now.After(s.expires):
+			delete(u.m, k)
+			continue
+		case s.userID == userID:
+			mine++
+			if usersOldest == "" || s.expires.Before(u.m[usersOldest].expires) {
+				usersOldest = k
 			}
 		}
-		if len(u.m) >= maxUIASessions {
-			delete(u.m, oldest)
+		if oldest == "" || s.expires.Before(u.m[oldest].expires) {
+			oldest = k
 		}
+	}
+	if mine >= maxUIASessionsPerUser {
+		delete(u.m, usersOldest)
+	} else if len(u.m) >= maxUIASessions {
+		delete(u.m, oldest)
 	}
 	u.m[id] = &uiaSession{userID: userID, op: op, expires: now.Add(uiaLifetime)}
 	return id

@@ -1,9 +1,11 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -53,8 +55,119 @@ var (
 	resetMsg = liveMsg{data: []byte("event: reset\ndata: {}\n\n")}
 )
 
+// viewer is one live stream. Its queue is drained by whoever holds
+// "writing": a goroutine started on demand for a hijacked connection (so an
+// idle viewer has no goroutine, no stack and no bufio buffers — a few hundred
+// bytes), or the handler's goroutine where the connection cannot be hijacked
+// (HTTP/2).
 type viewer struct {
-	ch chan liveMsg // closed by the hub when it drops the viewer
+	write func([]byte) error // writes to the client, with a deadline
+	conn  net.Conn           // the hijacked connection, or nil
+	wake  chan struct{}      // handler mode: the queue has something
+	gone  chan struct{}      // closed when the viewer is dropped
+
+	mu      sync.Mutex
+	queue   []liveMsg
+	writing bool // someone is draining the queue
+	closed  bool
+	last    int64 // position last written (only the writer touches it)
+}
+
+// offer queues m without blocking; false means the viewer is too far
+// behind.
+func (v *viewer) offer(m liveMsg) bool {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return true
+	}
+	if len(v.queue) >= viewerBuffer {
+		v.mu.Unlock()
+		return false
+	}
+	v.queue = append(v.queue, m)
+	start := !v.writing
+	v.writing = true
+	v.mu.Unlock()
+	if start {
+		if v.conn != nil {
+			go v.drainConn()
+		} else {
+			select {
+			case v.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return true
+}
+
+// drainConn drains a hijacked viewer's queue; a failed write closes it,
+// and the hub removes it at its next broadcast.
+func (v *viewer) drainConn() {
+	if !v.flush() {
+		v.drop()
+	}
+}
+
+// flush writes the queue until it is empty, then gives up "writing". It
+// reports false when a write failed.
+func (v *viewer) flush() bool {
+	for {
+		v.mu.Lock()
+		if v.closed || len(v.queue) == 0 {
+			v.writing = false
+			closed := v.closed
+			v.mu.Unlock()
+			return !closed
+		}
+		batch := v.queue
+		v.queue = nil
+		v.mu.Unlock()
+		var b []byte
+		for _, m := range batch {
+			if m.pos != 0 && m.pos <= v.last {
+				continue // already sent in the catch-up
+			}
+			if m.pos != 0 {
+				v.last = m.pos
+			}
+			if len(batch) == 1 {
+				b = m.data
+			} else {
+				b = append(b, m.data...)
+			}
+		}
+		if len(b) > 0 {
+			if err := v.write(b); err != nil {
+				return false
+			}
+		}
+	}
+}
+
+// drop ends the viewer's stream (once). A viewer dropped by its own failed
+// write is removed from its hub at the hub's next broadcast (heartbeats
+// come every 25 seconds).
+func (v *viewer) drop() {
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return
+	}
+	v.closed = true
+	v.queue = nil
+	v.mu.Unlock()
+	if v.conn != nil {
+		_ = v.conn.Close()
+	}
+	close(v.gone)
+}
+
+func (v *viewer) isClosed() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.closed
 }
 
 type hub struct {
@@ -75,8 +188,8 @@ type hubs struct {
 func newHubs(s *Service) *hubs { return &hubs{s: s, rooms: map[string]*hub{}} }
 
 // join adds a viewer to the room's hub, starting it from snap if the room
-// has none, and returns the snapshot the viewer's channel continues from.
-func (hs *hubs) join(roomID string, snap *snapshot.Snapshot) (*hub, *viewer, *snapshot.Snapshot) {
+// has none, and returns the snapshot the viewer's queue continues from.
+func (hs *hubs) join(roomID string, snap *snapshot.Snapshot, v *viewer) (*hub, *snapshot.Snapshot) {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	h := hs.rooms[roomID]
@@ -85,18 +198,17 @@ func (hs *hubs) join(roomID string, snap *snapshot.Snapshot) (*hub, *viewer, *sn
 		hs.rooms[roomID] = h
 		go hs.run(h, snap)
 	}
-	v := &viewer{ch: make(chan liveMsg, viewerBuffer)}
 	h.mu.Lock()
 	h.viewers[v] = struct{}{}
 	from := h.snap
 	h.mu.Unlock()
-	return h, v, from
+	return h, from
 }
 
-// leave removes a viewer; the last one stops the hub.
-func (hs *hubs) leave(h *hub, v *viewer) {
+// remove drops a viewer and removes it from its hub; the last one stops the
+// hub.
+func (hs *hubs) remove(h *hub, v *viewer) {
 	hs.mu.Lock()
-	defer hs.mu.Unlock()
 	h.mu.Lock()
 	delete(h.viewers, v)
 	empty := len(h.viewers) == 0
@@ -104,6 +216,28 @@ func (hs *hubs) leave(h *hub, v *viewer) {
 	if empty && hs.rooms[h.roomID] == h {
 		delete(hs.rooms, h.roomID)
 		close(h.done)
+	}
+	hs.mu.Unlock()
+	v.drop()
+}
+
+// closeAll ends every live stream.
+func (hs *hubs) closeAll() {
+	hs.mu.Lock()
+	var all []*viewer
+	for id, h := range hs.rooms {
+		h.mu.Lock()
+		for v := range h.viewers {
+			all = append(all, v)
+		}
+		h.viewers = map[*viewer]struct{}{}
+		h.mu.Unlock()
+		delete(hs.rooms, id)
+		close(h.done)
+	}
+	hs.mu.Unlock()
+	for _, v := range all {
+		v.drop()
 	}
 }
 
@@ -116,7 +250,7 @@ func (hs *hubs) run(h *hub, snap *snapshot.Snapshot) {
 		case <-h.done:
 			return
 		case <-tick.C:
-			h.broadcast(nil, pingMsg)
+			hs.broadcast(h, nil, pingMsg)
 		case <-snap.Changed():
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			next, err := hs.s.cache.Get(ctx, h.roomID)
@@ -126,58 +260,61 @@ func (hs *hubs) run(h *hub, snap *snapshot.Snapshot) {
 					hs.s.log.Warn("live: reloading a room's snapshot", "room", h.roomID, "err", err)
 				}
 				// Viewers reconnect and find out for themselves.
-				h.dropAll()
+				hs.dropAll(h)
 				return
 			}
 			if !next.Summary.WorldReadable() {
-				h.broadcast(next, resetMsg)
-				h.dropAll()
+				hs.broadcast(h, next, resetMsg)
+				hs.dropAll(h)
 				return
 			}
 			evs, ok := next.Since(snap.Pos)
 			if !ok {
-				h.broadcast(next, resetMsg)
+				hs.broadcast(h, next, resetMsg)
 			} else {
 				msgs := make([]liveMsg, 0, len(evs))
 				for _, ev := range evs {
 					msgs = append(msgs, hs.s.liveMessage(next, ev))
 				}
-				h.broadcast(next, msgs...)
+				hs.broadcast(h, next, msgs...)
 			}
 			snap = next
 		}
 	}
 }
 
-// broadcast hands msgs to every viewer without blocking, dropping viewers
-// that cannot take them, and records snap as sent.
-func (h *hub) broadcast(snap *snapshot.Snapshot, msgs ...liveMsg) {
+// broadcast hands msgs to every viewer without blocking, drops viewers that
+// cannot take them (or whose connection failed), and records snap as sent.
+func (hs *hubs) broadcast(h *hub, snap *snapshot.Snapshot, msgs ...liveMsg) {
+	var out []*viewer
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if snap != nil {
 		h.snap = snap
 	}
 	for v := range h.viewers {
 		for _, m := range msgs {
-			select {
-			case v.ch <- m:
-				continue
-			default:
+			if !v.offer(m) || v.isClosed() {
+				out = append(out, v)
+				break
 			}
-			delete(h.viewers, v)
-			close(v.ch)
-			break
 		}
+	}
+	h.mu.Unlock()
+	for _, v := range out {
+		hs.remove(h, v)
 	}
 }
 
-// dropAll ends every viewer's stream.
-func (h *hub) dropAll() {
+// dropAll ends every viewer's stream of a hub.
+func (hs *hubs) dropAll(h *hub) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
+	all := make([]*viewer, 0, len(h.viewers))
 	for v := range h.viewers {
-		delete(h.viewers, v)
-		close(v.ch)
+		all = append(all, v)
+	}
+	h.mu.Unlock()
+	for _, v := range all {
+		hs.remove(h, v)
 	}
 }
 
@@ -266,58 +403,78 @@ func (s *Service) liveStream(w http.ResponseWriter, r *http.Request) {
 		break
 	}
 
-	h, v, from := s.live.join(roomID, snap)
-	defer s.live.leave(h, v)
-
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	write := func(b []byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := w.Write(b); err != nil {
-			return false
+	// Hijack the connection where possible: an idle viewer then costs no
+	// goroutine. The response has no length and no chunking: it ends when
+	// the connection closes, as an event stream does.
+	v := &viewer{gone: make(chan struct{}), writing: true}
+	var head []byte
+	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+		v.conn = conn
+		v.write = func(b []byte) error {
+			_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_, err := conn.Write(b)
+			return err
 		}
-		return rc.Flush() == nil
+		h := w.Header().Clone()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Accel-Buffering", "no")
+		h.Set("Connection", "close")
+		var hb bytes.Buffer
+		hb.WriteString("HTTP/1.1 200 OK\r\n")
+		_ = h.Write(&hb)
+		hb.WriteString("\r\n")
+		head = hb.Bytes()
+	} else {
+		rc := http.NewResponseController(w)
+		v.wake = make(chan struct{}, 1)
+		v.write = func(b []byte) error {
+			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
 	}
-	last := from.Pos
+
+	// Until the catch-up is written, broadcasts only queue (writing is
+	// set): they follow it in order.
+	h, from := s.live.join(roomID, snap, v)
+	b := append(head, "retry: 2000\n\n"...)
+	v.last = from.Pos
 	if since >= 0 {
-		// Catch up from the snapshot the hub continues from.
 		evs, ok := from.Since(since)
 		if !ok {
-			write(resetMsg.data)
+			_ = v.write(append(b, resetMsg.data...))
+			s.live.remove(h, v)
 			return
 		}
-		var b []byte
 		for _, ev := range evs {
 			b = append(b, s.liveMessage(from, ev).data...)
 		}
-		if since > last {
-			last = since
-		}
-		b = append(b, "retry: 2000\n\n"...)
-		if !write(b) {
-			return
-		}
-	} else if !write([]byte("retry: 2000\n\n")) {
+		v.last = max(v.last, since)
+	}
+	if err := v.write(b); err != nil || !v.flush() {
+		s.live.remove(h, v)
 		return
+	}
+	if v.conn != nil {
+		return // the hub's offers write from now on
 	}
 	for {
 		select {
 		case <-r.Context().Done():
+			s.live.remove(h, v)
 			return
-		case m, ok := <-v.ch:
-			if !ok {
-				return // dropped: too slow, or the room went away
-			}
-			if m.pos != 0 && m.pos <= last {
-				continue
-			}
-			if m.pos != 0 {
-				last = m.pos
-			}
-			if !write(m.data) {
+		case <-v.gone:
+			return // dropped: too slow, or the room went away
+		case <-v.wake:
+			if !v.flush() {
+				s.live.remove(h, v)
 				return
 			}
 		}

@@ -2,42 +2,43 @@ package web
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
-// A viewer that stops reading is dropped once its buffer is full; the others
+// A viewer that stops reading is dropped once its queue is full; the others
 // keep receiving everything, and the broadcast never blocks.
 func TestSlowViewersAreDroppedNotTheRoom(t *testing.T) {
-	hs := &hubs{rooms: map[string]*hub{}}
+	hs := newHubs(nil)
 	h := &hub{roomID: "!r:plaza.test", done: make(chan struct{}), viewers: map[*viewer]struct{}{}}
 	hs.rooms[h.roomID] = h
-	slow := &viewer{ch: make(chan liveMsg, viewerBuffer)}
-	fast := &viewer{ch: make(chan liveMsg, viewerBuffer)}
+	var got strings.Builder
+	fast := &viewer{gone: make(chan struct{}), wake: make(chan struct{}, 1),
+		write: func(b []byte) error { got.Write(b); return nil }}
+	slow := &viewer{gone: make(chan struct{}), wake: make(chan struct{}, 1),
+		write: func([]byte) error { t.Error("the slow viewer was written to"); return nil }}
 	h.viewers[slow], h.viewers[fast] = struct{}{}, struct{}{}
 
-	var got []int64
-	for i := range 3 * viewerBuffer {
-		h.broadcast(nil, liveMsg{pos: int64(i + 1), data: []byte(fmt.Sprintf("id: %d\n\n", i+1))})
-		for len(fast.ch) > 0 {
-			got = append(got, (<-fast.ch).pos)
+	const n = 3 * viewerBuffer
+	for i := range n {
+		hs.broadcast(h, nil, liveMsg{pos: int64(i + 1), data: fmt.Appendf(nil, "id: %d\n\n", i+1)})
+		if !fast.flush() { // what the fast viewer's handler does when woken
+			t.Fatal("the fast viewer's flush failed")
 		}
 	}
-	if len(got) != 3*viewerBuffer || got[len(got)-1] != int64(3*viewerBuffer) {
-		t.Errorf("the reading viewer got %d messages, want %d", len(got), 3*viewerBuffer)
+	if c := strings.Count(got.String(), "id: "); c != n || !strings.HasSuffix(got.String(), fmt.Sprintf("id: %d\n\n", n)) {
+		t.Errorf("the reading viewer got %d messages, want %d", c, n)
 	}
 	if _, ok := h.viewers[slow]; ok {
 		t.Error("the slow viewer is still registered")
 	}
-	n := 0
-	for range slow.ch { // closed after what it buffered
-		n++
+	select {
+	case <-slow.gone:
+	default:
+		t.Error("the slow viewer's stream was not ended")
 	}
-	if n != viewerBuffer {
-		t.Errorf("the slow viewer's buffer held %d messages, want %d", n, viewerBuffer)
-	}
-	// Leaving after being dropped is harmless; the last viewer stops the hub.
-	hs.leave(h, slow)
-	hs.leave(h, fast)
+	// The last viewer leaving stops the hub.
+	hs.remove(h, fast)
 	select {
 	case <-h.done:
 	default:

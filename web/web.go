@@ -123,6 +123,10 @@ func New(hs *homeserver.Server, cache *snapshot.Cache, cfg Config) (*Service, er
 	return s, nil
 }
 
+// Close ends every live stream (they are hijacked connections, which the
+// HTTP server's shutdown does not close).
+func (s *Service) Close() { s.live.closeAll() }
+
 // Routes mounts the web site on the root router (homeserver.Server.Handler
 // takes it as a mount). Matrix's own paths (/_matrix, /.well-known) are
 // registered as static routes there and win over /{org}/{repo}.

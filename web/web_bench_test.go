@@ -108,6 +108,7 @@ func BenchmarkIdleViewers(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		per := float64((after.HeapInuse+after.StackInuse)-(before.HeapInuse+before.StackInuse)) / viewers
 		b.ReportMetric(per, "bytes/idle-viewer")
+		b.ReportMetric(float64(after.StackInuse-before.StackInuse)/viewers, "stack-bytes/idle-viewer")
 		b.ReportMetric(float64(after.NumGC-before.NumGC), "gcs")
 		for _, c := range conns {
 			c.Close()

@@ -70,6 +70,7 @@ func startSite(t testing.TB, pool *pgxpool.Pool, repos web.RepoRooms) *site {
 	ts.Config.Handler = h
 	ts.Start()
 	t.Cleanup(ts.Close)
+	t.Cleanup(w.Close)
 	return &site{t: t, URL: ts.URL, hs: hs, pool: pool, handler: h}
 }
 

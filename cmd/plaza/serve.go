@@ -194,6 +194,9 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	if err != nil {
 		return fmt.Errorf("starting the web site: %w", err)
 	}
+	// Live streams are hijacked connections, which srv.Shutdown neither
+	// waits for nor closes.
+	defer site.Close()
 
 	// Shutdown ends GET and HEAD requests at once (reads, chiefly /sync
 	// long-polls that would otherwise hold the server for their whole

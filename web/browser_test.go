@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -88,8 +89,8 @@ func TestBrowserSeesMessagesLive(t *testing.T) {
 	s := newSite(t, nil)
 	alice := s.register("alice")
 	roomID := alice.createRoom("browsed", "Browsed room", "Read me in a browser", "world_readable")
-	alice.send(roomID, text("an earlier message"))
-	alice.send(roomID, text("the latest message before the visit"))
+	earlier := alice.send(roomID, text("an earlier message"))
+	latest := alice.send(roomID, text("the latest message before the visit"))
 	page := s.URL + "/room/" + url.PathEscape(roomID)
 
 	ctx := browser(t, true)
@@ -125,6 +126,18 @@ func TestBrowserSeesMessagesLive(t *testing.T) {
 	}
 	t.Logf("live message appeared in the browser %v after the client API returned", time.Since(sent).Round(time.Millisecond))
 
+	// Edits and redactions show live too.
+	alice.send(roomID, map[string]any{"msgtype": "m.text", "body": "* fixed", "m.new_content": text("the latest message, edited live"),
+		"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": latest}})
+	if err := waitText(ctx, "the latest message, edited live", 10*time.Second); err != nil {
+		t.Errorf("the edit never showed: %v", err)
+	}
+	var red struct{}
+	alice.json("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/redact/%s/r1", url.PathEscape(roomID), url.PathEscape(earlier)), map[string]any{}, &red)
+	if err := waitText(ctx, "Message deleted", 10*time.Second); err != nil {
+		t.Errorf("the redaction never showed: %v", err)
+	}
+
 	noJS := browser(t, false)
 	if err := chromedp.Do(noJS, chromedp.Navigate(page), chromedp.Reload()); err != nil {
 		t.Fatal(err)
@@ -133,7 +146,49 @@ func TestBrowserSeesMessagesLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(text, "sent live through the client API") || !strings.Contains(text, "an earlier message") {
+	if !strings.Contains(text, "sent live through the client API") || !strings.Contains(text, "the latest message, edited live") ||
+		strings.Contains(text, "an earlier message") {
 		t.Errorf("without JavaScript, after a reload, the page shows %q", text)
+	}
+}
+
+// TestBrowserLoadsOlderMessagesOnScroll scrolls to the top of a long room's
+// page and sees older messages come in.
+func TestBrowserLoadsOlderMessagesOnScroll(t *testing.T) {
+	chromiumPath(t)
+	t.Parallel()
+	s := newSite(t, nil)
+	alice := s.register("alice")
+	roomID := alice.createRoom("long", "Long room", "", "world_readable")
+	for i := range 120 {
+		alice.send(roomID, text(fmt.Sprintf("message number %03d", i)))
+	}
+	ctx := browser(t, true)
+	if err := chromedp.Do(ctx, chromedp.Navigate(s.URL+"/room/"+url.PathEscape(roomID)), chromedp.WaitVisible("#timeline")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitText(ctx, "message number 119", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	first, err := chromedp.Run(ctx, chromedp.TextContent("#timeline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(first, "message number 030") {
+		t.Fatal("the first screen already holds old messages; the test proves nothing")
+	}
+	// Each page of older messages loads when the top comes into view.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[any]("window.scrollTo(0, 0)")); err != nil {
+			t.Fatal(err)
+		}
+		if waitText(ctx, "message number 000", 300*time.Millisecond) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			text, _ := chromedp.Run(ctx, chromedp.TextContent("#timeline"))
+			t.Fatalf("older messages never loaded; the list starts %q", text[:min(len(text), 200)])
+		}
 	}
 }

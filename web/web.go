@@ -58,6 +58,9 @@ type RepoRooms interface {
 var (
 	ErrRoomNotCreated = errors.New("the repository has no room yet")
 	ErrNoSuchRepo     = errors.New("no such repository")
+	// ErrTryLater: the forge cannot be reached, or too many rooms are being
+	// created; the visitor gets a 503 page asking them to retry.
+	ErrTryLater = errors.New("try again later")
 )
 
 // Config configures the web site.
@@ -308,6 +311,11 @@ func (s *Service) repoRoom(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, ErrNoSuchRepo):
 		s.notFound(w, r, user)
+		return
+	case errors.Is(err, ErrTryLater):
+		w.Header().Set("Retry-After", "30")
+		p := s.page(r, forgePath+" · Plaza", user)
+		s.html(w, r, http.StatusServiceUnavailable, templates.TryLaterPage(templates.NoRoom{Page: p, Repo: forgePath}))
 		return
 	case err != nil:
 		s.fail(w, r, err)

@@ -291,6 +291,8 @@ func (r *repos) RepoRoom(_ context.Context, forgePath, viewer string) (string, e
 	switch {
 	case forgePath == "acme/missing":
 		return "", web.ErrNoSuchRepo
+	case forgePath == "acme/down":
+		return "", fmt.Errorf("the forge is down: %w", web.ErrTryLater)
 	case viewer == "":
 		return "", web.ErrRoomNotCreated
 	}
@@ -306,6 +308,9 @@ func TestRepoRoomsThroughTheCommunityService(t *testing.T) {
 
 	if status, page, _ := s.get("/acme/missing"); status != http.StatusNotFound || strings.Contains(page, "no room for") {
 		t.Errorf("a repository the forge does not know: %d", status)
+	}
+	if status, page, h := s.get("/acme/down"); status != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(page, "try again") {
+		t.Errorf("the forge is down: %d", status)
 	}
 	if status, page, _ := s.get("/acme/rocket"); status != http.StatusNotFound || !strings.Contains(page, "There is no room for acme/rocket yet") {
 		t.Errorf("anonymous visit: %d", status)

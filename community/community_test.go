@@ -782,3 +782,67 @@ func TestServiceAccountMustBeOurs(t *testing.T) {
 		t.Fatal("community took over an account with a password")
 	}
 }
+
+func TestRenamedRepositoryKeepsItsRoom(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	a := e.register("alice")
+	e.link(a, alice)
+	roomID := a.join("#acme_widget:" + server).str("room_id")
+	e.forge.AddRepo(fakeforge.Repo{ID: widgetID, Owner: "acme", Name: "gizmo", Description: "Renamed",
+		Access: map[int64]string{alice: fakeforge.PermAdmin}})
+	r := a.join("#acme_gizmo:" + server)
+	if r.Status != 200 || r.str("room_id") != roomID {
+		t.Fatalf("join by the new name: %d %s, want room %s", r.Status, r.Raw, roomID)
+	}
+	if n := e.communityRooms("repo"); n != 1 {
+		t.Fatalf("%d repository rooms after a rename", n)
+	}
+	if got := a.state(roomID, "m.room.name", "")["name"]; got != "acme/gizmo" {
+		t.Errorf("name %v", got)
+	}
+	if got := a.state(roomID, community.StateTypeForge, "")["path"]; got != "acme/gizmo" {
+		t.Errorf("association path %v", got)
+	}
+	if got := a.state(roomID, "m.room.canonical_alias", "")["alias"]; got != "#acme_gizmo:"+server {
+		t.Errorf("canonical alias %v", got)
+	}
+	if got, err := e.svc.RepoRoom(context.Background(), "acme/gizmo", ""); got != roomID || err != nil {
+		t.Errorf("RepoRoom of the new name: %q %v", got, err)
+	}
+	// The old alias still leads to the room.
+	old := a.must("GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#acme_widget:"+server), nil)
+	if old.str("room_id") != roomID {
+		t.Errorf("old alias: %s", old.Raw)
+	}
+	// Levels still follow the forge through the new path.
+	if got := levels(a, roomID)[a.UserID]; got != float64(100) {
+		t.Errorf("alice's level %v", got)
+	}
+}
+
+func TestWebhookManagement(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	a, b := e.register("alice"), e.register("bob")
+	e.link(a, alice)
+	e.link(b, bob)
+	roomID := a.join("#acme_widget:" + server).str("room_id")
+	b.join(roomID)
+	base := "/_plaza/rooms/" + url.PathEscape(roomID) + "/webhooks"
+	var first response
+	for i := 0; i < 10; i++ {
+		r := a.must("POST", base, map[string]any{})
+		if i == 0 {
+			first = r
+		}
+	}
+	a.fails(403, "M_FORBIDDEN", "POST", base, map[string]any{})
+	b.fails(403, "M_FORBIDDEN", "DELETE", base+"/"+first.str("hook_id"), nil)
+	a.must("DELETE", base+"/"+first.str("hook_id"), nil)
+	a.fails(404, "M_NOT_FOUND", "DELETE", base+"/"+first.str("hook_id"), nil)
+	// A deleted hook takes no deliveries.
+	body := []byte(fmt.Sprintf(`{"action":"opened","repository":{"id":%d},"issue":{"number":1,"title":"x"}}`, widgetID))
+	if r := deliverGitHub(t, first, "issues", "x1", body, sign(first.str("secret"), body)); r.Status != 404 {
+		t.Errorf("delivery to a deleted hook: %d %s", r.Status, r.Raw)
+	}
+	a.must("POST", base, map[string]any{})
+}

@@ -47,6 +47,12 @@ func (s *Service) repoRoom(ctx context.Context, path, viewer string, token *oaut
 		return "", ErrRoomNotCreated
 	}
 	return s.once(ctx, kindRepo, repo.Path, viewer, func() (string, error) {
+		// A renamed repository keeps its id, and its room.
+		if c, err := s.hs.DB.CommunityRoomByForgeID(ctx, s.cfg.IDP, kindRepo, repo.ID); err == nil {
+			return c.RoomID, s.moveRoom(ctx, c, repo)
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return "", err
+		}
 		parent, err := s.ownerSpace(ctx, repo.Owner.Path, viewer, token, true)
 		if err != nil {
 			return "", fmt.Errorf("community: the space of %s: %w", repo.Owner.Path, err)
@@ -261,6 +267,39 @@ func (s *Service) createRoom(ctx context.Context, c storage.CommunityRoom, name,
 	}
 	s.log.Info("created a room on demand", "kind", c.Kind, "path", c.Path, "room_id", roomID, "private", c.Private)
 	return roomID, nil
+}
+
+// moveRoom follows a repository renamed on the forge: the room keeps its
+// history and members and takes the new path, name and alias; the old
+// alias stays as an alternative. (A repository moved to another owner stays
+// in its first owner's space.)
+func (s *Service) moveRoom(ctx context.Context, c *storage.CommunityRoom, repo *forge.Repo) error {
+	if err := s.hs.DB.MoveCommunityRoom(ctx, c.RoomID, repo.Path, repo.WebURL); err != nil {
+		return fmt.Errorf("community: moving %s to %s: %w", c.Path, repo.Path, err)
+	}
+	s.rooms.Delete(c.RoomID)
+	oldAlias := "#" + aliasLocalpart(c.Flavour, c.Path) + ":" + s.hs.Config.ServerName
+	alias := "#" + aliasLocalpart(c.Flavour, repo.Path) + ":" + s.hs.Config.ServerName
+	st := func(typ string, content any) error {
+		_, err := s.hs.Rooms.Send(ctx, c.RoomID, room.Request{Sender: s.bot, Type: typ, StateKey: new(string), Content: mustJSON(content)})
+		return err
+	}
+	if err := st(StateTypeForge, map[string]any{"forge": c.Forge, "flavour": c.Flavour, "kind": c.Kind,
+		"path": repo.Path, "id": c.ForgeID, "web_url": repo.WebURL}); err != nil {
+		return fmt.Errorf("community: moving %s: %w", c.RoomID, err)
+	}
+	if err := st("m.room.name", map[string]any{"name": repo.Path}); err != nil {
+		return fmt.Errorf("community: moving %s: %w", c.RoomID, err)
+	}
+	if !c.Private && alias != oldAlias {
+		if err := s.hs.DB.CreateAlias(ctx, alias, c.RoomID, s.bot); err != nil {
+			s.log.Warn("the alias of a renamed repository is taken", "alias", alias, "room_id", c.RoomID, "err", err)
+		} else if err := st("m.room.canonical_alias", map[string]any{"alias": alias, "alt_aliases": []string{oldAlias}}); err != nil {
+			return fmt.Errorf("community: moving %s: %w", c.RoomID, err)
+		}
+	}
+	s.log.Info("a repository was renamed; its room follows", "room_id", c.RoomID, "from", c.Path, "to", repo.Path)
+	return nil
 }
 
 // copyAvatar copies an image from the forge into the media store,

@@ -36,6 +36,10 @@ import (
 //
 //	POST /_plaza/webhooks/{id}
 //
+// A room has at most maxWebhooksPerRoom; an admin removes one with
+//
+//	DELETE /_plaza/rooms/{roomID}/webhooks/{id}
+//
 // Unsigned or mis-signed deliveries are refused (401, 403) and logged.
 // Pushes, issues, pull/merge requests, releases and comments become one
 // m.notice each from the service account, and an item of the room's
@@ -53,6 +57,7 @@ const maxSummary = 300
 // Routes mounts the webhook endpoints on the homeserver's router.
 func (s *Service) Routes(r chi.Router) {
 	r.With(s.hs.Client.Authenticate).Post("/_plaza/rooms/{roomID}/webhooks", s.createWebhook)
+	r.With(s.hs.Client.Authenticate).Delete("/_plaza/rooms/{roomID}/webhooks/{hookID}", s.deleteWebhook)
 	r.Post("/_plaza/webhooks/{hookID}", s.deliver)
 	r.With(s.optionalAuth).Get("/_plaza/rooms/{roomID}/activity", s.activityFeed)
 }
@@ -115,30 +120,47 @@ func (s *Service) activityFeed(w http.ResponseWriter, r *http.Request) {
 	httpapi.Respond(w, http.StatusOK, map[string]any{"activity": out})
 }
 
+// maxWebhooksPerRoom bounds the webhooks of one room: a repository needs
+// one, a few allow for rotating secrets.
+const maxWebhooksPerRoom = 10
+
+// roomAdmin checks that the requester administers a repository's room, and
+// returns its association.
+func (s *Service) roomAdmin(ctx context.Context, roomID, userID string) (*storage.CommunityRoom, error) {
+	c, err := s.association(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil || c.Kind != kindRepo {
+		return nil, httpapi.NotFound("%s is not the room of a repository", roomID)
+	}
+	if m, err := s.hs.Rooms.Membership(ctx, roomID, userID); err != nil || m != "join" {
+		return nil, httpapi.Forbidden("you are not in this room")
+	}
+	pl, err := s.hs.Rooms.PowerLevels(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if pl.UserLevel(userID) < levelAdmin {
+		return nil, httpapi.Forbidden("only room admins (power %d) may manage webhooks", levelAdmin)
+	}
+	return c, nil
+}
+
 func (s *Service) createWebhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := httpapi.RequesterFrom(ctx)
 	roomID := httpapi.PathParam(r, "roomID")
-	c, err := s.association(ctx, roomID)
+	c, err := s.roomAdmin(ctx, roomID, rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	if c == nil || c.Kind != kindRepo {
-		httpapi.Fail(w, r, httpapi.NotFound("%s is not the room of a repository", roomID))
-		return
-	}
-	if m, err := s.hs.Rooms.Membership(ctx, roomID, rq.UserID); err != nil || m != "join" {
-		httpapi.Fail(w, r, httpapi.Forbidden("you are not in this room"))
-		return
-	}
-	pl, err := s.hs.Rooms.PowerLevels(ctx, roomID)
-	if err != nil {
+	if n, err := s.hs.DB.CountCommunityWebhooks(ctx, roomID); err != nil {
 		httpapi.Fail(w, r, err)
 		return
-	}
-	if pl.UserLevel(rq.UserID) < levelAdmin {
-		httpapi.Fail(w, r, httpapi.Forbidden("only room admins (power %d) may set up webhooks", levelAdmin))
+	} else if n >= maxWebhooksPerRoom {
+		httpapi.Fail(w, r, httpapi.Forbidden("a room has at most %d webhooks; delete one first", maxWebhooksPerRoom))
 		return
 	}
 	h := storage.CommunityWebhook{HookID: randomToken(16), RoomID: roomID, Flavour: c.Flavour, Secret: randomToken(32), CreatedBy: rq.UserID}
@@ -151,6 +173,27 @@ func (s *Service) createWebhook(w http.ResponseWriter, r *http.Request) {
 		"hook_id": h.HookID, "url": s.cfg.PublicURL + "/_plaza/webhooks/" + h.HookID,
 		"secret": h.Secret, "content_type": "application/json", "flavour": h.Flavour,
 	})
+}
+
+func (s *Service) deleteWebhook(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	rq := httpapi.RequesterFrom(ctx)
+	roomID, hookID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "hookID")
+	if _, err := s.roomAdmin(ctx, roomID, rq.UserID); err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	err := s.hs.DB.DeleteCommunityWebhook(ctx, roomID, hookID)
+	if errors.Is(err, storage.ErrNotFound) {
+		httpapi.Fail(w, r, httpapi.NotFound("no such webhook in this room"))
+		return
+	}
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
+	}
+	s.log.Info("webhook deleted", "room_id", roomID, "by", rq.UserID, "hook_id", hookID)
+	httpapi.Respond(w, http.StatusOK, map[string]any{})
 }
 
 func (s *Service) deliver(w http.ResponseWriter, r *http.Request) {

@@ -50,6 +50,40 @@ func (db *DB) CommunityRoomByID(ctx context.Context, roomID string) (*CommunityR
 	return scanCommunityRoom(db.Pool.QueryRow(ctx, `SELECT `+communityRoomColumns+` FROM community_rooms WHERE room_id = $1`, roomID))
 }
 
+// CommunityRoomByForgeID finds the room of a forge id: a repository keeps
+// its id when renamed.
+func (db *DB) CommunityRoomByForgeID(ctx context.Context, forge, kind string, forgeID int64) (*CommunityRoom, error) {
+	return scanCommunityRoom(db.Pool.QueryRow(ctx, `SELECT `+communityRoomColumns+` FROM community_rooms
+		WHERE forge = $1 AND kind = $2 AND forge_id = $3 ORDER BY created_ts LIMIT 1`, forge, kind, forgeID))
+}
+
+// MoveCommunityRoom records a room's new forge path and web URL (a rename
+// on the forge). ErrExists: another room has that path.
+func (db *DB) MoveCommunityRoom(ctx context.Context, roomID, path, webURL string) error {
+	_, err := db.Pool.Exec(ctx, `UPDATE community_rooms SET path = $2, path_key = lower($2), web_url = $3 WHERE room_id = $1`, roomID, path, webURL)
+	if isUniqueViolation(err) {
+		return ErrExists
+	}
+	return err
+}
+
+// CountCommunityWebhooks counts a room's webhooks.
+func (db *DB) CountCommunityWebhooks(ctx context.Context, roomID string) (int, error) {
+	var n int
+	err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM community_webhooks WHERE room_id = $1`, roomID).Scan(&n)
+	return n, err
+}
+
+// DeleteCommunityWebhook removes a room's webhook; ErrNotFound if the room
+// has no such webhook.
+func (db *DB) DeleteCommunityWebhook(ctx context.Context, roomID, hookID string) error {
+	tag, err := db.Pool.Exec(ctx, `DELETE FROM community_webhooks WHERE room_id = $1 AND hook_id = $2`, roomID, hookID)
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
 // AddCommunityRoom records a new association. ErrExists: the path has a
 // room already.
 func (db *DB) AddCommunityRoom(ctx context.Context, c CommunityRoom, nowMS int64) error {

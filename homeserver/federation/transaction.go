@@ -62,6 +62,31 @@ func (in *inbound) allow(origin string, now time.Time) bool {
 	return true
 }
 
+// transaction is the body of /send.
+type transaction struct {
+	Origin string            `json:"origin"`
+	PDUs   []json.RawMessage `json:"pdus"`
+	EDUs   []json.RawMessage `json:"edus"`
+}
+
+// parseTransaction decodes a /send body from origin and applies the spec's
+// limits; its errors are the Matrix errors to answer with.
+func parseTransaction(body []byte, origin string) (*transaction, error) {
+	var txn transaction
+	if err := httpapi.Unmarshal(body, &txn); err != nil {
+		return nil, err
+	}
+	switch {
+	case txn.Origin != "" && txn.Origin != origin:
+		return nil, httpapi.Forbidden("transaction origin %q is not the signing server %s", txn.Origin, origin)
+	case len(txn.PDUs) > maxPDUsPerTxn:
+		return nil, httpapi.TooLarge("a transaction holds at most %d PDUs", maxPDUsPerTxn)
+	case len(txn.EDUs) > maxEDUsPerTxn:
+		return nil, httpapi.TooLarge("a transaction holds at most %d EDUs", maxEDUsPerTxn)
+	}
+	return &txn, nil
+}
+
 // PUT /send/{txnID}
 func (s *Service) serveSend(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
@@ -71,24 +96,14 @@ func (s *Service) serveSend(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.LimitExceeded(1000))
 		return
 	}
-	var txn struct {
-		Origin string            `json:"origin"`
-		PDUs   []json.RawMessage `json:"pdus"`
-		EDUs   []json.RawMessage `json:"edus"`
-	}
-	if err := httpapi.DecodeLimit(r, &txn, s.cfg.MaxBodyBytes); err != nil {
+	body, err := httpapi.ReadBody(r, s.cfg.MaxBodyBytes)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	switch {
-	case txn.Origin != "" && txn.Origin != origin:
-		httpapi.Fail(w, r, httpapi.Forbidden("transaction origin %q is not the signing server %s", txn.Origin, origin))
-		return
-	case len(txn.PDUs) > maxPDUsPerTxn:
-		httpapi.Fail(w, r, httpapi.TooLarge("a transaction holds at most %d PDUs", maxPDUsPerTxn))
-		return
-	case len(txn.EDUs) > maxEDUsPerTxn:
-		httpapi.Fail(w, r, httpapi.TooLarge("a transaction holds at most %d EDUs", maxEDUsPerTxn))
+	txn, err := parseTransaction(body, origin)
+	if err != nil {
+		httpapi.Fail(w, r, err)
 		return
 	}
 	key := origin + "\x00" + txnID

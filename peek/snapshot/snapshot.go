@@ -359,19 +359,24 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 			snap.Summary.InvitedMembers++
 		}
 	}
+	var hvEvent *storage.StoredEvent
 	for _, se := range state {
 		ev := se.Event
 		tk, _ := ev.TypeKey()
 		snap.State[tk] = render(ev.Client())
 		applySummary(&snap.Summary, ev)
+		if tk == (event.TypeKey{Type: event.TypeHistoryVisibility}) {
+			hvEvent = se
+		}
 	}
 	// Current state may already hold events after pos, which the stream
 	// replays on top; the history visibility that judges those replayed
 	// events must be the one in force at pos, not the latest.
-	if snap.Summary.HistoryVisibility, err = c.historyVisibilityAt(ctx, row.NID, roomID, pos); err != nil {
-		return nil, err
+	hv := newHVChain(c.db, hvEvent)
+	if snap.Summary.HistoryVisibility, err = hv.at(ctx, pos); err != nil {
+		return nil, fmt.Errorf("room %s: %w", roomID, err)
 	}
-	evs, floor, err := c.visibleEvents(ctx, row.NID, roomID, pos)
+	evs, floor, err := c.visibleEvents(ctx, row.NID, roomID, pos, hv)
 	if err != nil {
 		return nil, err
 	}
@@ -399,35 +404,77 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 	return &built{snap: snap, memberships: memberships, memberEvents: memberEvents}, nil
 }
 
-// historyVisibilityAt returns the room's history visibility at pos ("" if
-// never set).
-func (c *Cache) historyVisibilityAt(ctx context.Context, nid int64, roomID string, pos int64) (string, error) {
-	changes, err := c.db.HistoryVisibilityChanges(ctx, nid)
-	if err != nil {
-		return "", fmt.Errorf("room %s history visibility: %w", roomID, err)
+// hvChain answers "what was the history visibility at position p?" for an
+// anonymous reader (who sees exactly the events whose history visibility
+// was world_readable) by walking back from the current
+// m.room.history_visibility event through each one's replaces_state: a few
+// lookups by event ID, where listing a room's history visibility changes
+// would scan all of its events (a million in a huge room; there is no
+// index by type).
+type hvChain struct {
+	db *storage.DB
+	// known are the changes read so far, newest first; complete is set
+	// once the first one (it replaced nothing) is among them.
+	known    []hvChange
+	complete bool
+}
+
+type hvChange struct {
+	pos      int64
+	hv       string
+	replaces string
+}
+
+func newHVChain(db *storage.DB, current *storage.StoredEvent) *hvChain {
+	ch := &hvChain{db: db}
+	if current == nil {
+		ch.complete = true
+		return ch
 	}
-	hv := ""
-	for _, e := range changes {
-		if e.StreamPos > pos {
-			break
-		}
-		var content struct {
-			HistoryVisibility string `json:"history_visibility"`
-		}
-		_ = json.Unmarshal(e.Event.Content(), &content)
-		hv = content.HistoryVisibility
+	ch.add(current)
+	return ch
+}
+
+func (ch *hvChain) add(se *storage.StoredEvent) {
+	var c struct {
+		HistoryVisibility string `json:"history_visibility"`
 	}
-	return hv, nil
+	_ = json.Unmarshal(se.Event.Content(), &c)
+	ch.known = append(ch.known, hvChange{pos: se.StreamPos, hv: c.HistoryVisibility, replaces: se.ReplacesState})
+	if se.ReplacesState == "" {
+		ch.complete = true
+	}
+}
+
+// at returns the history visibility in force at p ("" when none was set,
+// or when the chain is broken — events stored before replaces_state was
+// recorded: then the answer errs on the side of hiding).
+func (ch *hvChain) at(ctx context.Context, p int64) (string, error) {
+	for {
+		for _, k := range ch.known {
+			if k.pos <= p {
+				return k.hv, nil
+			}
+		}
+		if ch.complete {
+			return "", nil
+		}
+		prev, err := ch.db.EventByID(ctx, ch.known[len(ch.known)-1].replaces)
+		if errors.Is(err, storage.ErrNotFound) {
+			ch.complete = true
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("history visibility: %w", err)
+		}
+		ch.add(prev)
+	}
 }
 
 // visibleEvents reads the latest events an anonymous reader may see, up to
 // pos, oldest first, with redactions applied, and the position after which
 // they are complete.
-func (c *Cache) visibleEvents(ctx context.Context, nid int64, roomID string, pos int64) ([]*Event, int64, error) {
-	vis, err := c.rooms.VisibilityFor(ctx, roomID, "")
-	if err != nil {
-		return nil, 0, fmt.Errorf("room %s visibility: %w", roomID, err)
-	}
+func (c *Cache) visibleEvents(ctx context.Context, nid int64, roomID string, pos int64, hv *hvChain) ([]*Event, int64, error) {
 	var out []*storage.StoredEvent
 	from := pos
 	complete := false
@@ -439,7 +486,11 @@ func (c *Cache) visibleEvents(ctx context.Context, nid int64, roomID string, pos
 			return nil, 0, fmt.Errorf("room %s events: %w", roomID, err)
 		}
 		for _, e := range batch {
-			if vis.CanSee(e.StreamPos) && len(out) < c.cfg.Events {
+			h, err := hv.at(ctx, e.StreamPos)
+			if err != nil {
+				return nil, 0, fmt.Errorf("room %s: %w", roomID, err)
+			}
+			if h == "world_readable" && len(out) < c.cfg.Events {
 				out = append(out, e)
 			}
 		}

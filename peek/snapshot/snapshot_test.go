@@ -346,3 +346,40 @@ func TestColdLoadReadsOnlyWhatItShows(t *testing.T) {
 		t.Fatalf("joined: snapshot %d, storage %d", s.Summary.JoinedMembers, joined)
 	}
 }
+
+// TestColdLoadFollowsHistoryVisibility: a cold load judges each event by the
+// history visibility in force when it was sent, however often it changed.
+func TestColdLoadFollowsHistoryVisibility(t *testing.T) {
+	hs := newHomeserver(t)
+	roomID := newRoom(t, hs, "Changing")
+	ctx := context.Background()
+	setHV := func(v string) {
+		if _, err := hs.Rooms.Send(ctx, roomID, room.Request{Sender: alice, Type: event.TypeHistoryVisibility, StateKey: sk(""),
+			Content: json.RawMessage(`{"history_visibility":"` + v + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(t, hs, roomID, alice, "open 1")
+	setHV("shared")
+	send(t, hs, roomID, alice, "closed 1")
+	setHV("joined")
+	send(t, hs, roomID, alice, "closed 2")
+	setHV("world_readable")
+	send(t, hs, roomID, alice, "open 2")
+	c := snapshot.New(snapshot.Config{}, hs.DB, hs.Rooms, hs.Tracker)
+	s, err := c.Get(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	for _, e := range s.Events {
+		var ct struct{ Body string }
+		_ = json.Unmarshal(e.Event.Content(), &ct)
+		if ct.Body != "" {
+			bodies = append(bodies, ct.Body)
+		}
+	}
+	if strings.Join(bodies, ",") != "open 1,open 2" || s.Summary.HistoryVisibility != "world_readable" {
+		t.Fatalf("cold snapshot shows %v (history visibility %q)", bodies, s.Summary.HistoryVisibility)
+	}
+}

@@ -142,6 +142,7 @@ func scenarios() []scenarioSpec {
 		{"peek", "guest views of a room, warm and cold: initialSync, room_summary, room page", peekHelp, newPeekConfig},
 		{"viewers", "send→receive latency over N anonymous live viewers (SSE)", viewersHelp, newViewersConfig},
 		{"idle-viewers", "server RSS holding N idle anonymous live viewers (SSE)", idleViewersHelp, newIdleViewersConfig},
+		{"federation-latency", "send→/sync latency from a client of server A to clients of server B", federationHelp, newFederationConfig},
 	}
 }
 

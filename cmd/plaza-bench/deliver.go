@@ -166,22 +166,30 @@ func (c *deliverConfig) deliver(ctx context.Context, e *env) (*deliverResult, er
 		return nil, err
 	}
 	room := rooms[0]
-	clients := make([]*syncClient, c.clients)
 	joins := make([]membership, c.clients)
-	for i := range clients {
-		clients[i] = &syncClient{s: users[i+1], seen: map[int64]bool{}}
+	for i := range joins {
 		joins[i] = membership{users[i+1], room}
 	}
 	e.logf("deliver: %d clients joining %s", c.clients, room)
 	if err := e.joinAll(ctx, joins); err != nil {
 		return nil, err
 	}
+	return c.measure(ctx, e, sender, room, users[1:])
+}
+
+// measure runs the sends and the receivers' sync loops once the receivers
+// are joined to room.
+func (c *deliverConfig) measure(ctx context.Context, e *env, sender *session, room string, receivers []*session) (*deliverResult, error) {
+	clients := make([]*syncClient, len(receivers))
+	for i := range clients {
+		clients[i] = &syncClient{s: receivers[i], seen: map[int64]bool{}}
+	}
 
 	// Every client holds a since token from before the first send, so each
 	// message must reach each client through incremental syncs.
 	filter := syncFilter(room, c.timelineLimit)
 	e.logf("deliver: initial syncs")
-	err = parallel(ctx, len(clients), setupConcurrency, func(ctx context.Context, i int) error {
+	err := parallel(ctx, len(clients), setupConcurrency, func(ctx context.Context, i int) error {
 		resp, err := clients[i].s.sync(ctx, syncParams{filter: filter})
 		if err != nil {
 			return err

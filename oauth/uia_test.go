@@ -3,12 +3,15 @@ package oauth_test
 import (
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"html"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+
+	"plaza/homeserver/spectest"
 )
 
 var linkRE = regexp.MustCompile(`<a href="([^"]+)">([^<]+)</a>`)
@@ -96,6 +99,12 @@ func TestUIASSO(t *testing.T) {
 	session, flows := e.uiaChallenge("DELETE", deletePath, first, map[string]any{})
 	if strings.Join(flows, ";") != "m.login.sso" {
 		t.Fatalf("flows for a password-less SSO account: %v", flows)
+	}
+	// The 401 is the spec's AuthenticationResponse.
+	_, challenge := e.api("DELETE", deletePath, first, map[string]any{"auth": map[string]any{"session": session}})
+	raw, _ := json.Marshal(challenge)
+	if err := spectest.ForTest(t).Validate("DELETE", "/_matrix/client/v3/devices/{deviceId}", 401, raw); err != nil {
+		t.Fatalf("401 %s: %v", raw, err)
 	}
 	// Retrying before the stage is done: still 401, same session.
 	if s, _ := e.uiaChallenge("DELETE", deletePath, first, map[string]any{"auth": map[string]any{"session": session}}); s != session {

@@ -74,8 +74,11 @@ func back(w http.ResponseWriter, r *http.Request, roomID string, v any) {
 		return
 	}
 	to := "/room/" + url.PathEscape(roomID)
-	if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && strings.EqualFold(ref.Host, r.Host) && strings.HasPrefix(ref.Path, "/") {
-		to = ref.Path
+	// Back to the page the form was on, when it is on this site; "//host"
+	// and "/\\host" paths would leave it.
+	if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && strings.EqualFold(ref.Host, r.Host) &&
+		strings.HasPrefix(ref.Path, "/") && !strings.HasPrefix(ref.Path, "//") && !strings.HasPrefix(ref.Path, "/\\") {
+		to = ref.EscapedPath()
 	}
 	http.Redirect(w, r, to, http.StatusSeeOther)
 }

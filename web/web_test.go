@@ -581,6 +581,28 @@ func TestComposer(t *testing.T) {
 	}
 	_, page, _ = s.get(h.Get("Location"))
 	mustContain(t, page, "hi from the web", "and without script", `id="`+sent.EventID+`"`)
+
+	// The redirect goes back to the form's page on this site, never elsewhere.
+	for referer, want := range map[string]string{
+		s.URL + "/acme/widget":        "/acme/widget",
+		s.URL + "//evil.example/x":    "/room/" + url.PathEscape(roomID),
+		s.URL + "/\\evil.example/x": "/room/" + url.PathEscape(roomID),
+		"https://evil.example/x":      "/room/" + url.PathEscape(roomID),
+	} {
+		req, _ := http.NewRequest("POST", s.URL+send, strings.NewReader(url.Values{"body": {"again"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Cookie", cookie)
+		req.Header.Set("Origin", s.URL)
+		req.Header.Set("Referer", referer)
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || got != want {
+			t.Errorf("Referer %s: %d, redirected to %q, want %q", referer, resp.StatusCode, got, want)
+		}
+	}
 }
 
 func TestOlderMessages(t *testing.T) {

@@ -31,7 +31,10 @@ type payload struct {
 		Login string `json:"login"`
 	} `json:"sender"`
 	Repository struct {
-		ID json.Number `json:"id"`
+		ID       json.Number `json:"id"`
+		FullName string      `json:"full_name"`
+		HTMLURL  string      `json:"html_url"`
+		Private  *bool       `json:"private"`
 	} `json:"repository"`
 	Issue       *issueish `json:"issue"`
 	PullRequest *issueish `json:"pull_request"`

@@ -846,3 +846,42 @@ func TestWebhookManagement(t *testing.T) {
 	}
 	a.must("POST", base, map[string]any{})
 }
+
+func TestRepositoryMadePrivate(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	a, b, carol := e.register("alice"), e.register("bob"), e.register("carol")
+	e.link(a, alice)
+	e.link(b, bob)
+	alias := "#acme_widget:" + server
+	roomID := a.join(alias).str("room_id")
+	b.join(roomID)
+	carol.join(roomID)
+	hook := a.must("POST", "/_plaza/rooms/"+url.PathEscape(roomID)+"/webhooks", map[string]any{})
+	// widget goes private; only alice keeps access.
+	e.forge.AddRepo(fakeforge.Repo{ID: widgetID, Owner: "acme", Name: "widget", Private: true,
+		Access: map[int64]string{alice: fakeforge.PermAdmin}})
+	body := []byte(fmt.Sprintf(`{"action":"privatized","repository":{"id":%d,"full_name":"acme/widget","private":true},"sender":{"login":"alice"}}`, widgetID))
+	if r := deliverGitHub(t, hook, "repository", "p1", body, sign(hook.str("secret"), body)); r.Status != 200 {
+		t.Fatalf("repository delivery: %d %s", r.Status, r.Raw)
+	}
+	if got := a.state(roomID, "m.room.join_rules", "")["join_rule"]; got != "invite" {
+		t.Errorf("join rule %v", got)
+	}
+	if got := a.state(roomID, "m.room.history_visibility", "")["history_visibility"]; got != "shared" {
+		t.Errorf("history visibility %v", got)
+	}
+	e.anon().fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), nil)
+	var published bool
+	if err := e.hs.DB.Pool.QueryRow(context.Background(), `SELECT published FROM rooms WHERE room_id = $1`, roomID).Scan(&published); err != nil || published {
+		t.Errorf("still in the directory (%v)", err)
+	}
+	membership := func(c *client) string {
+		r := a.do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.member/"+url.PathEscape(c.UserID), nil)
+		return r.str("membership")
+	}
+	waitFor(t, "bob and carol to be removed", func() bool { return membership(b) == "leave" && membership(carol) == "leave" })
+	if membership(a) != "join" {
+		t.Errorf("alice, who has access, was removed")
+	}
+	b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+}

@@ -302,6 +302,65 @@ func (s *Service) moveRoom(ctx context.Context, c *storage.CommunityRoom, repo *
 	return nil
 }
 
+// followRepository applies a GitHub "repository" delivery: a rename moves
+// the room; a repository made private closes its room (invite-only, history
+// for members, out of the directory, no alias; members without access are
+// removed by the re-check that follows), and one made public opens it.
+func (s *Service) followRepository(ctx context.Context, c *storage.CommunityRoom, p *payload) error {
+	if p.Repository.FullName != "" && !strings.EqualFold(p.Repository.FullName, c.Path) {
+		if err := s.moveRoom(ctx, c, &forge.Repo{Path: p.Repository.FullName, WebURL: p.Repository.HTMLURL}); err != nil {
+			return err
+		}
+		c.Path = p.Repository.FullName
+	}
+	if p.Repository.Private == nil || *p.Repository.Private == c.Private {
+		return nil
+	}
+	private := *p.Repository.Private
+	if err := s.hs.DB.SetCommunityRoomPrivate(ctx, c.RoomID, private); err != nil {
+		return fmt.Errorf("community: recording the visibility of %s: %w", c.RoomID, err)
+	}
+	s.rooms.Delete(c.RoomID)
+	s.perms.dropRoom(c.RoomID)
+	joinRule, history, guest := "public", "world_readable", "can_join"
+	if private {
+		joinRule, history, guest = "invite", "shared", "forbidden"
+	}
+	alias := "#" + aliasLocalpart(c.Flavour, c.Path) + ":" + s.hs.Config.ServerName
+	// Closing: out of the directory and the alias first, so that nobody
+	// finds the room while its rules change.
+	if private {
+		if err := s.hs.DB.SetPublished(ctx, c.RoomID, false); err != nil {
+			return err
+		}
+		if err := s.hs.DB.DeleteAlias(ctx, alias); err != nil {
+			return err
+		}
+	}
+	for _, st := range []struct {
+		typ     string
+		content map[string]any
+	}{
+		{event.TypeJoinRules, map[string]any{"join_rule": joinRule}},
+		{event.TypeHistoryVisibility, map[string]any{"history_visibility": history}},
+		{"m.room.guest_access", map[string]any{"guest_access": guest}},
+	} {
+		if _, err := s.hs.Rooms.Send(ctx, c.RoomID, room.Request{Sender: s.bot, Type: st.typ, StateKey: new(string), Content: mustJSON(st.content)}); err != nil {
+			return fmt.Errorf("community: changing %s of %s: %w", st.typ, c.RoomID, err)
+		}
+	}
+	if !private {
+		if err := s.hs.DB.CreateAlias(ctx, alias, c.RoomID, s.bot); err != nil && !errors.Is(err, storage.ErrExists) {
+			return err
+		}
+		if err := s.hs.DB.SetPublished(ctx, c.RoomID, true); err != nil {
+			return err
+		}
+	}
+	s.log.Info("a repository's visibility changed; its room follows", "room_id", c.RoomID, "path", c.Path, "private", private)
+	return nil
+}
+
 // copyAvatar copies an image from the forge into the media store,
 // returning its mxc URI, or "" when it cannot (the room simply has no
 // avatar then).

@@ -248,9 +248,11 @@ func (s *Service) setLevel(ctx context.Context, roomID, userID string, want int6
 	return nil
 }
 
-// resync drops a room's cached answers and re-checks its joined local
-// members against the forge, after a webhook said access changed. Members
-// the forge refuses a private room are kicked.
+// resync drops a room's cached answers and re-checks its joined members
+// against the forge, after a webhook said access changed. In a private
+// repository's room, members the forge does not say may read it (no access,
+// no forge identity, another server's users) are removed; when the forge
+// cannot be reached nobody is.
 func (s *Service) resync(ctx context.Context, roomID string) {
 	s.perms.dropRoom(roomID)
 	c, err := s.association(ctx, roomID)
@@ -264,26 +266,25 @@ func (s *Service) resync(ctx context.Context, roomID string) {
 	}
 	suffix := ":" + s.hs.Config.ServerName
 	for _, ev := range state {
-		if ev.Type() != event.TypeMember || room.MembershipOf(ev) != "join" {
-			continue
-		}
 		sk := ev.StateKey()
-		if sk == nil {
+		if ev.Type() != event.TypeMember || sk == nil || room.MembershipOf(ev) != "join" || *sk == s.bot {
 			continue
 		}
 		userID := *sk
-		if userID == s.bot || !strings.HasSuffix(userID, suffix) {
-			continue
+		access, known := forge.AccessNone, false
+		if strings.HasSuffix(userID, suffix) {
+			if access, known, err = s.access(ctx, c, userID); err != nil {
+				continue // unreachable: nobody gains or loses anything
+			}
 		}
-		access, known, err := s.access(ctx, c, userID)
-		if err != nil || !known {
-			continue // unreachable: nobody gains or loses anything
-		}
-		if c.Private && access < forge.AccessRead {
+		switch {
+		case c.Private && access < forge.AccessRead:
 			_, err = s.hs.Rooms.Send(ctx, roomID, room.Request{Sender: s.bot, Type: event.TypeMember, StateKey: &userID,
-				Content: mustJSON(map[string]any{"membership": "leave", "reason": "no longer has access to " + c.Path + " on the forge"})})
-		} else {
+				Content: mustJSON(map[string]any{"membership": "leave", "reason": "the forge does not say you may read " + c.Path})})
+		case known && c.Kind == kindRepo:
 			err = s.setLevel(ctx, roomID, userID, levelOf(access))
+		default:
+			err = nil
 		}
 		if err != nil {
 			s.log.Warn("re-checking a member", "room_id", roomID, "user_id", userID, "err", err)

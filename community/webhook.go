@@ -248,6 +248,15 @@ func (s *Service) deliver(w http.ResponseWriter, r *http.Request) {
 	} else {
 		item = gitlabActivity(kind, &p)
 	}
+	if h.Flavour == forge.GitHub && kind == "repository" {
+		// Signed by the forge: the repository's new name and visibility
+		// can be taken from the delivery itself.
+		if err := s.followRepository(ctx, c, &p); err != nil {
+			s.log.Error("following a repository change", "room_id", c.RoomID, "err", err)
+			httpapi.Fail(w, r, httpapi.Custom(http.StatusServiceUnavailable, "M_UNKNOWN", "could not apply the change; redeliver later"))
+			return
+		}
+	}
 	if accessEvent(h.Flavour, kind) {
 		s.scheduleResync(c.RoomID)
 	}

@@ -67,6 +67,13 @@ func (db *DB) MoveCommunityRoom(ctx context.Context, roomID, path, webURL string
 	return err
 }
 
+// SetCommunityRoomPrivate records that a repository became private or
+// public.
+func (db *DB) SetCommunityRoomPrivate(ctx context.Context, roomID string, private bool) error {
+	_, err := db.Pool.Exec(ctx, `UPDATE community_rooms SET private = $2 WHERE room_id = $1`, roomID, private)
+	return err
+}
+
 // CountCommunityWebhooks counts a room's webhooks.
 func (db *DB) CountCommunityWebhooks(ctx context.Context, roomID string) (int, error) {
 	var n int

@@ -185,10 +185,18 @@ func (s *Sender) intakeLoop() {
 		batch := s.intake
 		s.intake = nil
 		s.mu.Unlock()
+		// Everything handed over since the last round goes to the
+		// database in one statement: one round trip per round, not per
+		// event, however fast rooms write.
+		var items []storage.Queued
 		for _, n := range batch {
-			if err := s.queueNotification(s.ctx, n); err != nil && s.ctx.Err() == nil {
+			var err error
+			if items, err = s.queueNotification(s.ctx, n, items); err != nil && s.ctx.Err() == nil {
 				slog.Error("federation: queueing events", "room", n.RoomID, "err", err)
 			}
+		}
+		if err := s.enqueue(s.ctx, items); err != nil && s.ctx.Err() == nil {
+			slog.Error("federation: queueing events", "events", len(items), "err", err)
 		}
 	}
 }
@@ -197,8 +205,7 @@ func (s *Sender) intakeLoop() {
 // servers of the room, and, for membership events, for the server of the
 // user they are about (an invitee's server is not in the room yet, a kicked
 // user's server no longer is).
-func (s *Sender) queueNotification(ctx context.Context, n room.Notification) error {
-	byDest := map[string][][]byte{}
+func (s *Sender) queueNotification(ctx context.Context, n room.Notification, items []storage.Queued) ([]storage.Queued, error) {
 	for _, se := range n.Events {
 		ev := se.Event
 		if se.Rejected || id.ServerOf(ev.Sender()) != s.origin {
@@ -208,7 +215,7 @@ func (s *Sender) queueNotification(ctx context.Context, n room.Notification) err
 		// changes; asking per event is cheap.
 		servers, err := s.RoomServers(ctx, n.RoomID)
 		if err != nil {
-			return err
+			return items, err
 		}
 		dests := servers
 		if sk := ev.StateKey(); ev.Type() == "m.room.member" && sk != nil {
@@ -217,15 +224,10 @@ func (s *Sender) queueNotification(ctx context.Context, n room.Notification) err
 			}
 		}
 		for _, d := range dests {
-			byDest[d] = append(byDest[d], ev.JSON())
+			items = append(items, storage.Queued{Destination: d, Body: ev.JSON()})
 		}
 	}
-	for dest, pdus := range byDest {
-		if err := s.Queue(ctx, []string{dest}, pdus, nil); err != nil {
-			return err
-		}
-	}
-	return nil
+	return items, nil
 }
 
 // RoomServers returns the servers other than ours with members joined to
@@ -244,17 +246,32 @@ func (s *Sender) RoomServers(ctx context.Context, roomID string) ([]string, erro
 // Queue persists PDUs and EDUs for the destinations and starts delivering
 // them. Our own name among the destinations is skipped.
 func (s *Sender) Queue(ctx context.Context, destinations []string, pdus, edus [][]byte) error {
-	dests := make([]string, 0, len(destinations))
+	var items []storage.Queued
 	for _, d := range destinations {
-		if d != s.origin && d != "" {
-			dests = append(dests, d)
+		if d == s.origin || d == "" {
+			continue
+		}
+		for _, p := range pdus {
+			items = append(items, storage.Queued{Destination: d, Body: p})
+		}
+		for _, e := range edus {
+			items = append(items, storage.Queued{Destination: d, IsEDU: true, Body: e})
 		}
 	}
-	if err := s.db.Enqueue(ctx, dests, pdus, edus); err != nil {
+	return s.enqueue(ctx, items)
+}
+
+// enqueue persists items and starts delivering them.
+func (s *Sender) enqueue(ctx context.Context, items []storage.Queued) error {
+	if err := s.db.Enqueue(ctx, items); err != nil {
 		return err
 	}
-	for _, d := range dests {
-		s.kick(d)
+	var kicked []string
+	for _, it := range items {
+		if !slices.Contains(kicked, it.Destination) {
+			kicked = append(kicked, it.Destination)
+			s.kick(it.Destination)
+		}
 	}
 	return nil
 }

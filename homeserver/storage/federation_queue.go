@@ -13,23 +13,29 @@ type QueuedItem struct {
 	Body []byte
 }
 
-// Enqueue adds the PDUs and EDUs to the outbound queue of every destination,
-// in one transaction: all are queued or none.
-func (db *DB) Enqueue(ctx context.Context, destinations []string, pdus, edus [][]byte) error {
-	if len(destinations) == 0 || len(pdus)+len(edus) == 0 {
+// Queued is one item to add to a destination's outbound queue.
+type Queued struct {
+	Destination string
+	IsEDU       bool
+	Body        []byte
+}
+
+// Enqueue adds items to the outbound queues in one statement: all are
+// queued or none, each destination's in the order given.
+func (db *DB) Enqueue(ctx context.Context, items []Queued) error {
+	if len(items) == 0 {
 		return nil
 	}
-	batch := &pgx.Batch{}
-	for _, d := range destinations {
-		for _, p := range pdus {
-			batch.Queue(`INSERT INTO federation_queue (destination, is_edu, body) VALUES ($1, FALSE, $2)`, d, p)
-		}
-		for _, e := range edus {
-			batch.Queue(`INSERT INTO federation_queue (destination, is_edu, body) VALUES ($1, TRUE, $2)`, d, e)
-		}
+	dests := make([]string, len(items))
+	edus := make([]bool, len(items))
+	bodies := make([][]byte, len(items))
+	for i, it := range items {
+		dests[i], edus[i], bodies[i] = it.Destination, it.IsEDU, it.Body
 	}
-	// A batch outside an explicit transaction runs as one implicit one.
-	if err := db.Pool.SendBatch(ctx, batch).Close(); err != nil {
+	// ORDER BY the ordinality: sequence numbers follow the given order.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO federation_queue (destination, is_edu, body)
+		SELECT d, e, b FROM unnest($1::text[], $2::bool[], $3::bytea[]) WITH ORDINALITY AS t(d, e, b, n) ORDER BY n`,
+		dests, edus, bodies); err != nil {
 		return fmt.Errorf("queueing for federation: %w", err)
 	}
 	return nil

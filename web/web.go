@@ -134,10 +134,15 @@ func (s *Service) Close() { s.live.closeAll() }
 // takes it as a mount). Matrix's own paths (/_matrix, /.well-known) are
 // registered as static routes there and win over /{org}/{repo}.
 func (s *Service) Routes(r chi.Router) {
-	r.Get("/", s.home)
-	r.Get(staticPrefix+"{name}", s.assets.serve)
-	r.Get("/room/{roomIDOrAlias}", s.roomByID)
-	r.Get("/{org}/{repo}", s.repoRoom)
+	// Pages answer HEAD too (link checkers, crawlers); net/http drops the
+	// body.
+	for _, p := range []struct {
+		path string
+		h    http.HandlerFunc
+	}{{"/", s.home}, {staticPrefix + "{name}", s.assets.serve}, {"/room/{roomIDOrAlias}", s.roomByID}, {"/{org}/{repo}", s.repoRoom}} {
+		r.Get(p.path, p.h)
+		r.Head(p.path, p.h)
+	}
 	r.Get("/_plaza/rooms/{roomID}/live", s.liveStream)
 	r.Post("/_plaza/rooms/{roomID}/send", s.send)
 	r.Post("/_plaza/rooms/{roomID}/join", s.join)
@@ -393,6 +398,22 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 			return
 		}
 		v.Member = m == "join"
+	}
+	if at := r.URL.Query().Get("at"); at != "" {
+		// A message's permalink (/org/repo?at=$event): the page of messages
+		// ending with it, scrolled to it.
+		pos, evRoom, err := s.hs.DB.StreamPosOf(r.Context(), at)
+		if errors.Is(err, storage.ErrNotFound) || err == nil && (evRoom != roomID || pos <= 0) {
+			s.notFound(w, r, user)
+			return
+		} else if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		// An absolute path: http.Redirect resolves a query-only URL
+		// against the path's directory, dropping the room.
+		http.Redirect(w, r, r.URL.EscapedPath()+"?before="+strconv.FormatInt(pos+1, 10)+"#"+url.PathEscape(at), http.StatusFound)
+		return
 	}
 	if b := r.URL.Query().Get("before"); b != "" {
 		before, err := strconv.ParseInt(b, 10, 64)

@@ -633,9 +633,42 @@ func TestOlderMessages(t *testing.T) {
 	if status != http.StatusOK || strings.Contains(frag, "<html") || !strings.Contains(frag, "message number 069") || !strings.HasPrefix(h.Get("X-Plaza-Older"), "?before=") {
 		t.Errorf("fragment: %d %q", status, h.Get("X-Plaza-Older"))
 	}
+	// A permalink lands on the page that ends with the message.
+	target := s.messageID(t, roomID, "message number 042")
+	status, page3, _ := s.get("/room/" + url.PathEscape(roomID) + "?at=" + url.QueryEscape(target))
+	if status != http.StatusOK {
+		t.Fatalf("permalink: %d", status)
+	}
+	mustContain(t, page3, `id="`+target+`"`, "message number 042", "message number 000")
+	mustNotContain(t, page3, "message number 043")
+	if status, _, _ := s.get("/room/" + url.PathEscape(roomID) + "?at=" + url.QueryEscape("$nosuchevent")); status != http.StatusNotFound {
+		t.Errorf("a permalink to nothing: %d", status)
+	}
 	if status, _, _ := s.get("/room/" + url.PathEscape(roomID) + "?before=soon"); status != http.StatusNotFound {
 		t.Errorf("a bad position: %d", status)
 	}
+}
+
+// messageID finds a message's event ID by its body through /messages.
+func (s *site) messageID(t *testing.T, roomID, body string) string {
+	t.Helper()
+	c := &client{t: t, base: s.URL, token: s.register(fmt.Sprintf("finder%d", time.Now().UnixNano()%1e9)).token}
+	var out struct {
+		Chunk []struct {
+			EventID string `json:"event_id"`
+			Content struct {
+				Body string `json:"body"`
+			} `json:"content"`
+		} `json:"chunk"`
+	}
+	c.json("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=500", nil, &out)
+	for _, e := range out.Chunk {
+		if e.Content.Body == body {
+			return e.EventID
+		}
+	}
+	t.Fatalf("no message %q", body)
+	return ""
 }
 
 // TestPageWeight reports the room page's weight with 50 messages (a figure,

@@ -70,8 +70,8 @@ type Sender struct {
 	started bool
 	dests   map[string]*destination
 	rooms   Rooms
-	intake []room.Notification // handed over by the room writer, not yet queued
-	wake   chan struct{}
+	intake  []room.Notification // handed over by the room writer, not yet queued
+	wake    chan struct{}
 }
 
 // destination is the in-memory state of one destination's queue.

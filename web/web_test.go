@@ -584,10 +584,10 @@ func TestComposer(t *testing.T) {
 
 	// The redirect goes back to the form's page on this site, never elsewhere.
 	for referer, want := range map[string]string{
-		s.URL + "/acme/widget":        "/acme/widget",
-		s.URL + "//evil.example/x":    "/room/" + url.PathEscape(roomID),
+		s.URL + "/acme/widget":      "/acme/widget",
+		s.URL + "//evil.example/x":  "/room/" + url.PathEscape(roomID),
 		s.URL + "/\\evil.example/x": "/room/" + url.PathEscape(roomID),
-		"https://evil.example/x":      "/room/" + url.PathEscape(roomID),
+		"https://evil.example/x":    "/room/" + url.PathEscape(roomID),
 	} {
 		req, _ := http.NewRequest("POST", s.URL+send, strings.NewReader(url.Values{"body": {"again"}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

@@ -194,7 +194,9 @@ func TestFederationJoinByAliasAndTalk(t *testing.T) {
 		"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": root}})
 	alice.send(roomID, map[string]any{"msgtype": "m.text", "body": "in thread", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
 	doomed := alice.send(roomID, text("to be redacted"))
-	waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "to be redacted") && slices.Contains(got, "in thread") })
+	waitFor(t, bob, roomID, func(got []string) bool {
+		return slices.Contains(got, "to be redacted") && slices.Contains(got, "in thread")
+	})
 	alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/redact/"+url.PathEscape(doomed)+"/r1", map[string]any{})
 	waitFor(t, bob, roomID, func(got []string) bool { return !slices.Contains(got, "to be redacted") })
 	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "* fixed") })
@@ -542,7 +544,9 @@ func TestFederationInvites(t *testing.T) {
 
 	// alice invites bob: b countersigns, bob sees the invite with the
 	// room's name, and joins through the inviting server.
-	alice.must("POST", path+"/invite", map[string]any{"user_id": bob.UserID})
+	// (a reason: content that redaction strips, so the countersignature
+	// must cover the redacted form)
+	alice.must("POST", path+"/invite", map[string]any{"user_id": bob.UserID, "reason": "join us"})
 	if m, _ := a.hs.Rooms.Membership(ctx, roomID, bob.UserID); m != "invite" {
 		t.Fatalf("bob is %q on a", m)
 	}
@@ -598,4 +602,48 @@ func TestFederationRejectInviteToUnknownRoom(t *testing.T) {
 	if inv, _ := rooms["invite"].(map[string]any); inv[roomID] != nil {
 		t.Fatalf("invite still listed: %s", r.Raw)
 	}
+}
+
+func TestFederationKnockAndRestrictedJoin(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	bob, carol := b.register("bob"), b.register("carol")
+	ctx := context.Background()
+	via := "?server_name=" + url.QueryEscape(a.name)
+
+	// Knock: bob knocks from b, sees the knock in his sync, alice invites
+	// him in.
+	knockRoom := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "knock here",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "knock"}}}}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/knock/"+url.PathEscape(knockRoom)+via, map[string]any{"reason": "let me in"})
+	if m, _ := a.hs.Rooms.Membership(ctx, knockRoom, bob.UserID); m != "knock" {
+		t.Fatalf("bob is %q on a", m)
+	}
+	r := bob.sync("", 0)
+	if rooms, _ := r.Body["rooms"].(map[string]any); !strings.Contains(fmt.Sprint(rooms["knock"]), "knock here") {
+		t.Fatalf("bob's sync has no knock: %s", r.Raw)
+	}
+	alice.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(knockRoom)+"/invite", map[string]any{"user_id": bob.UserID})
+	invitedTo(t, bob, knockRoom)
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(knockRoom), map[string]any{})
+	if m, _ := a.hs.Rooms.Membership(ctx, knockRoom, bob.UserID); m != "join" {
+		t.Fatalf("bob is %q on a after joining", m)
+	}
+
+	// Restricted: members of the space may join the room; a's alice
+	// authorises bob's join; carol, not in the space, is refused.
+	space := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	restricted := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat",
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}}}}}}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(space)+via, map[string]any{})
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(restricted)+via, map[string]any{})
+	join, err := a.hs.Rooms.StateEvent(ctx, restricted, "m.room.member", bob.UserID)
+	if err != nil || join == nil || !strings.Contains(string(join.Content()), `"join_authorised_via_users_server":"`+alice.UserID+`"`) {
+		t.Fatalf("bob's join on a: %v %v", join, err)
+	}
+	carol.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/join/"+url.PathEscape(restricted)+via, map[string]any{})
+	bob.send(restricted, text("in by the space"))
+	waitFor(t, alice, restricted, func(got []string) bool { return slices.Contains(got, "in by the space") })
 }

@@ -43,6 +43,9 @@ type Remote interface {
 	// through make_leave/send_leave; servers may be empty when the user
 	// was invited (the inviting server is known).
 	Leave(ctx context.Context, roomID, userID string, servers []string) error
+	// Knock knocks on a room this server is not in (make_knock,
+	// send_knock) with content as the member event's content.
+	Knock(ctx context.Context, roomID, userID string, servers []string, content json.RawMessage) error
 }
 
 // SetAliasResolver installs the resolver of unknown local aliases.

@@ -446,7 +446,7 @@ func (a *API) joinRoomID(w http.ResponseWriter, r *http.Request) {
 func (a *API) knock(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	rq := requester(r)
-	roomID, _, err := a.resolveRoom(ctx, httpapi.PathParam(r, "roomIDOrAlias"), rq.UserID)
+	roomID, servers, err := a.resolveRoom(ctx, httpapi.PathParam(r, "roomIDOrAlias"), rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
@@ -457,6 +457,24 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request) {
 	if err := httpapi.Decode(r, &req); err != nil {
 		httpapi.Fail(w, r, err)
 		return
+	}
+	if a.remote != nil {
+		// A room this server is not in: knock through its servers.
+		if _, err := a.rooms.Version(ctx, roomID); errors.Is(err, room.ErrNotFound) {
+			servers = append(servers, r.URL.Query()["server_name"]...)
+			servers = append(servers, r.URL.Query()["via"]...)
+			content := map[string]any{"membership": "knock"}
+			if req.Reason != "" {
+				content["reason"] = req.Reason
+			}
+			a.profileContent(ctx, rq.UserID, content)
+			if err := a.remote.Knock(ctx, roomID, rq.UserID, servers, mustJSON(content)); err != nil {
+				httpapi.Fail(w, r, roomErr(err))
+				return
+			}
+			httpapi.Respond(w, http.StatusOK, map[string]string{"room_id": roomID})
+			return
+		}
 	}
 	if err := a.sendOwnMembership(ctx, roomID, rq.UserID, "knock", req.Reason); err != nil {
 		httpapi.Fail(w, r, err)

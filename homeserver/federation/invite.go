@@ -17,14 +17,15 @@ import (
 	"plaza/homeserver/storage"
 )
 
-// InviteRoutes adds the endpoints of invites and leaves: /v2/invite,
-// make_leave and send_leave.
+// InviteRoutes adds the endpoints of invites, leaves and knocks.
 func (s *Service) InviteRoutes(r chi.Router) {
 	r.Group(func(r chi.Router) {
 		r.Use(s.Authenticate)
 		r.Put("/_matrix/federation/v2/invite/{roomID}/{eventID}", s.serveInvite)
 		r.Get("/_matrix/federation/v1/make_leave/{roomID}/{userID}", s.serveMakeLeave)
 		r.Put("/_matrix/federation/v2/send_leave/{roomID}/{eventID}", s.serveSendLeave)
+		r.Get("/_matrix/federation/v1/make_knock/{roomID}/{userID}", s.serveMakeKnock)
+		r.Put("/_matrix/federation/v1/send_knock/{roomID}/{eventID}", s.serveSendKnock)
 	})
 }
 
@@ -89,13 +90,8 @@ func (s *Service) serveInvite(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	signed, err := signing.SignJSON(ev.JSON(), s.cfg.ServerName, s.cfg.Key)
+	sev, err := s.countersign(v, ev)
 	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	sev, err := event.Parse(v, signed)
-	if err != nil || sev.ID() != ev.ID() {
 		httpapi.Fail(w, r, httpapi.BadJSON("the invite cannot be countersigned"))
 		return
 	}

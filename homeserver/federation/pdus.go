@@ -286,55 +286,7 @@ func (s *Service) serveBackfill(w http.ResponseWriter, r *http.Request) {
 
 // GET /make_join/{roomID}/{userID}?ver=
 func (s *Service) serveMakeJoin(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	origin := Origin(ctx)
-	roomID, userID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "userID")
-	if u, err := id.ParseUserID(userID); err != nil || u.ServerName != origin {
-		httpapi.Fail(w, r, httpapi.Forbidden("%s may not join for %q", origin, userID))
-		return
-	}
-	if s.locals.Rooms == nil {
-		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
-		return
-	}
-	if err := s.aclAllows(ctx, roomID, origin); err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	v, err := s.locals.Rooms.Version(ctx, roomID)
-	if errors.Is(err, room.ErrNotFound) {
-		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
-		return
-	}
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	vers := r.URL.Query()["ver"]
-	if len(vers) == 0 {
-		vers = []string{"1"}
-	}
-	supported := false
-	for _, x := range vers {
-		supported = supported || x == v.ID
-	}
-	if !supported {
-		e := httpapi.Custom(http.StatusBadRequest, "M_INCOMPATIBLE_ROOM_VERSION", "the room is version %s", v.ID)
-		e.Extra = map[string]any{"room_version": v.ID}
-		httpapi.Fail(w, r, e)
-		return
-	}
-	tmpl, err := s.locals.Rooms.Template(ctx, roomID, room.Request{Sender: userID, Type: event.TypeMember, StateKey: &userID,
-		Content: json.RawMessage(`{"membership":"join"}`)})
-	if errors.Is(err, room.ErrForbidden) {
-		httpapi.Fail(w, r, httpapi.Forbidden("%s may not join: %v", userID, err))
-		return
-	}
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	httpapi.Respond(w, http.StatusOK, map[string]any{"room_version": v.ID, "event": templateOf(tmpl)})
+	s.serveMake(w, r, "join")
 }
 
 // templateOf is an event without what the joining server makes itself.
@@ -373,7 +325,8 @@ func (s *Service) serveSendJoin(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	ev, err := s.locals.Rooms.CheckPDU(ctx, v, body)
+	// Checked in full by Receive, once countersigned if need be.
+	ev, err := event.Parse(v, body)
 	if err != nil {
 		httpapi.Fail(w, r, httpapi.BadJSON("%v", err))
 		return
@@ -393,25 +346,13 @@ func (s *Service) serveSendJoin(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Forbidden("%s may not join for %s", origin, ev.Sender()))
 		return
 	}
-	if _, err := s.locals.Rooms.Receive(ctx, origin, roomID, body); err != nil {
-		if errors.Is(err, room.ErrRejected) {
-			httpapi.Fail(w, r, httpapi.Forbidden("the join is not allowed"))
-			return
-		}
-		if errors.Is(err, room.ErrBadEvent) {
-			httpapi.Fail(w, r, httpapi.BadJSON("%v", err))
-			return
-		}
+	// A restricted join naming one of our users needs our signature
+	// before the auth rules accept it.
+	if ev, err = s.authoriseJoin(v, ev); err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	se, err := s.db.EventByID(ctx, ev.ID())
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	if se.SoftFailed || se.Rejected {
-		httpapi.Fail(w, r, httpapi.Forbidden("the join is not allowed"))
+	if !s.receiveMembership(w, r, origin, roomID, ev.JSON()) {
 		return
 	}
 	state, chain, err := s.locals.Rooms.StateAt(ctx, roomID, ev.ID())

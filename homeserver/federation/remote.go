@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 
 	"plaza/homeserver/event"
 	"plaza/homeserver/httpapi"
@@ -180,11 +181,16 @@ func (r Remote) tryMembership(ctx context.Context, server, membership, roomID, u
 	}
 	sendURI := "/_matrix/federation/v2/send_" + membership + "/" + url.PathEscape(roomID) + "/" + url.PathEscape(ev.ID())
 	if membership != "join" {
-		var ignored json.RawMessage
-		if err := s.Client.DoJSON(ctx, server, http.MethodPut, sendURI, ev.JSON(), &ignored, true); err != nil {
+		if membership == "knock" {
+			sendURI = strings.Replace(sendURI, "/v2/", "/v1/", 1) // send_knock only has v1
+		}
+		var answer struct {
+			KnockRoomState json.RawMessage `json:"knock_room_state"`
+		}
+		if err := s.Client.DoJSON(ctx, server, http.MethodPut, sendURI, ev.JSON(), &answer, true); err != nil {
 			return remoteFailure(server, "send_"+membership, err)
 		}
-		return s.locals.Rooms.StoreOwnOutOfRoom(ctx, v, ev)
+		return s.locals.Rooms.StoreOwnOutOfRoom(ctx, v, ev, server, answer.KnockRoomState)
 	}
 	var resp struct {
 		State     []json.RawMessage `json:"state"`

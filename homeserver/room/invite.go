@@ -30,14 +30,21 @@ func (s *Service) StoreInvite(ctx context.Context, v *event.RoomVersion, ev *eve
 }
 
 // StoreOwnOutOfRoom records a local user's own membership event (a
-// rejected invite, a knock) in a room we are not in, once the room's server
-// accepted it.
-func (s *Service) StoreOwnOutOfRoom(ctx context.Context, v *event.RoomVersion, ev *event.Event) error {
+// rejected invite, a knock) in a room we are not in, once server, the
+// room's, accepted it. A knock keeps the stripped state server answered.
+func (s *Service) StoreOwnOutOfRoom(ctx context.Context, v *event.RoomVersion, ev *event.Event, server string, knockState json.RawMessage) error {
 	if _, err := s.load(ctx, ev.RoomID()); err == nil {
 		return nil // we are in the room: it comes back through /send
 	}
+	var keep []byte
+	if MembershipOf(ev) == "knock" {
+		keep = knockState
+		if len(keep) == 0 {
+			keep = []byte("[]")
+		}
+	}
 	return s.storeOutOfRoom(ctx, v, ev, func(row *storage.Room, pos int64) (int64, error) {
-		return s.db.SetOutOfRoomMembership(ctx, row, ev, MembershipOf(ev), pos)
+		return s.db.SetOutOfRoomMembership(ctx, row, ev, MembershipOf(ev), pos, keep, server)
 	})
 }
 
@@ -54,8 +61,8 @@ func (s *Service) storeOutOfRoom(ctx context.Context, v *event.RoomVersion, ev *
 }
 
 // RemoteInvite returns the stripped state to show with a local user's
-// invite to a room we are not in (the invite event last), and the server
-// that sent it; ok is false when there is no such invite.
+// invite to (or knock on) a room we are not in, its membership event last,
+// and the server it came from or went to; ok is false when there is none.
 func (s *Service) RemoteInvite(ctx context.Context, roomID, userID string) (state []any, inviter string, ok bool, err error) {
 	ri, err := s.db.RemoteInviteFor(ctx, userID, roomID)
 	if errors.Is(err, storage.ErrNotFound) {

@@ -382,7 +382,11 @@ func (db *DB) ForgetRemoteInvite(ctx context.Context, userID, roomID string) err
 // SetOutOfRoomMembership records a local user's membership in a room we
 // are not in (a rejected invite, a knock): the event as an outlier, the
 // current_state row and the membership log entry at pos.
-func (db *DB) SetOutOfRoomMembership(ctx context.Context, room *Room, ev *event.Event, membership string, pos int64) (int64, error) {
+//
+// For a knock, keepState (the stripped state the room's server answered)
+// and server are kept in remote_invites, as for an invite, for /sync to
+// show; otherwise the user's remote invite is dropped.
+func (db *DB) SetOutOfRoomMembership(ctx context.Context, room *Room, ev *event.Event, membership string, pos int64, keepState []byte, server string) (int64, error) {
 	nids, err := db.InsertOutliers(ctx, room, []Outlier{{Event: ev}})
 	if err != nil {
 		return 0, err
@@ -395,7 +399,13 @@ func (db *DB) SetOutOfRoomMembership(ctx context.Context, room *Room, ev *event.
 			room.NID, *ev.StateKey(), nid, membership)
 		b.Queue(`INSERT INTO membership_log (stream_pos, user_id, room_nid, membership, event_nid) VALUES ($1, $2, $3, $4, $5)`,
 			pos, *ev.StateKey(), room.NID, membership, nid)
-		b.Queue(`DELETE FROM remote_invites WHERE user_id = $1 AND room_id = $2`, *ev.StateKey(), room.RoomID)
+		if keepState != nil {
+			b.Queue(`INSERT INTO remote_invites (user_id, room_id, event_id, inviter_server, invite_state) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (user_id, room_id) DO UPDATE SET event_id = EXCLUDED.event_id, inviter_server = EXCLUDED.inviter_server,
+				invite_state = EXCLUDED.invite_state`, *ev.StateKey(), room.RoomID, ev.ID(), server, keepState)
+		} else {
+			b.Queue(`DELETE FROM remote_invites WHERE user_id = $1 AND room_id = $2`, *ev.StateKey(), room.RoomID)
+		}
 		return tx.SendBatch(ctx, b).Close()
 	})
 	return nid, err

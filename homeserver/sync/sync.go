@@ -511,7 +511,10 @@ func (s *Service) compute(ctx context.Context, req *Request) (*Response, error) 
 			resp.Rooms.Invite[roomID] = ir
 		case "knock":
 			kr := &KnockedRoom{}
-			st, err := s.strippedState(ctx, roomID, req.UserID)
+			st, _, remote, err := s.rooms.RemoteInvite(ctx, roomID, req.UserID)
+			if err == nil && !remote {
+				st, err = s.strippedState(ctx, roomID, req.UserID)
+			}
 			if err != nil {
 				return nil, err
 			}

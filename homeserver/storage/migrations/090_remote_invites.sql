@@ -1,4 +1,5 @@
--- Invites from other servers to rooms this server is not in. The invite
+-- Invites from other servers to rooms this server is not in (and knocks
+-- of our users on such rooms). The invite
 -- event itself is an outlier in events (with a current_state row and a
 -- membership_log entry, so /sync shows it like any invite); this keeps what
 -- only the invite brought: the stripped room state shown to the invitee and

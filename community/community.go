@@ -49,6 +49,21 @@
 // room admins gave them. When the forge cannot be reached, public rooms
 // stay joinable, private rooms refuse joins that cannot be checked, and no
 // level changes.
+//
+// # Forge changes
+//
+// A repository renamed on the forge keeps its room: it is found by the
+// forge's numeric id and takes the new name and alias. A GitHub
+// "repository" delivery applies renames and visibility changes: a
+// repository made private closes its room and removes members the forge
+// does not vouch for.
+//
+// # Webhooks and activity
+//
+// See webhook.go: room admins set webhooks up, deliveries are verified
+// (X-Hub-Signature-256, X-Gitlab-Token) and become m.notice events and
+// items of the room's activity feed (Activity, and GET
+// /_plaza/rooms/{roomID}/activity).
 package community
 
 import (

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/a-h/templ"
 	"github.com/go-chi/chi/v5"
@@ -95,6 +96,48 @@ type Service struct {
 
 	// gzips reuses page compressors (each holds a few hundred KB).
 	gzips sync.Pool
+
+	// repos remembers which room a repository's page showed, so a warm
+	// /org/repo view asks neither the community service nor the database.
+	// Only world-readable rooms are kept (other rooms' pages depend on the
+	// viewer), for repoTTL: a repository's room changes only when the room
+	// is replaced, and the page then lags by at most that long.
+	repoMu sync.Mutex
+	repos  map[string]repoEntry
+	now    func() time.Time
+}
+
+type repoEntry struct {
+	roomID  string
+	expires time.Time
+}
+
+const (
+	repoTTL  = 5 * time.Minute
+	maxRepos = 16384
+)
+
+// cachedRepo returns the remembered room of a repository, or "".
+func (s *Service) cachedRepo(forgePath string) string {
+	s.repoMu.Lock()
+	defer s.repoMu.Unlock()
+	if e, ok := s.repos[forgePath]; ok && s.now().Before(e.expires) {
+		return e.roomID
+	}
+	return ""
+}
+
+// rememberRepo keeps a repository's world-readable room.
+func (s *Service) rememberRepo(forgePath, roomID string) {
+	s.repoMu.Lock()
+	defer s.repoMu.Unlock()
+	if len(s.repos) >= maxRepos {
+		for k := range s.repos { // evict an arbitrary repository
+			delete(s.repos, k)
+			break
+		}
+	}
+	s.repos[forgePath] = repoEntry{roomID: roomID, expires: s.now().Add(repoTTL)}
 }
 
 type list struct {
@@ -117,7 +160,8 @@ func New(hs *homeserver.Server, cache *snapshot.Cache, cfg Config) (*Service, er
 	if cfg.Renderer == nil {
 		cfg.Renderer = NewRenderer()
 	}
-	s := &Service{hs: hs, cache: cache, cfg: cfg, log: cfg.Log, assets: a, render: cfg.Renderer, lists: map[string]*list{}}
+	s := &Service{hs: hs, cache: cache, cfg: cfg, log: cfg.Log, assets: a, render: cfg.Renderer, lists: map[string]*list{},
+		repos: map[string]repoEntry{}, now: time.Now}
 	s.live = newHubs(s)
 	s.gzips.New = func() any {
 		gz, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // a valid level never fails
@@ -307,8 +351,12 @@ func (s *Service) repoRoom(w http.ResponseWriter, r *http.Request) {
 		s.notFound(w, r, user)
 		return
 	}
-	forgePath := org + "/" + repo
-	roomID, err := s.repoRoomID(r.Context(), forgePath, user)
+	forgePath := strings.ToLower(org + "/" + repo) // forges' names are case-insensitive
+	if roomID := s.cachedRepo(forgePath); roomID != "" {
+		s.room(w, r, roomID, user)
+		return
+	}
+	roomID, err := s.repoRoomID(r.Context(), org+"/"+repo, user)
 	switch {
 	case errors.Is(err, ErrRoomNotCreated):
 		p := s.page(r, forgePath+" · Plaza", user)
@@ -325,6 +373,9 @@ func (s *Service) repoRoom(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		s.fail(w, r, err)
 		return
+	}
+	if snap, err := s.cache.Get(r.Context(), roomID); err == nil && snap.Summary.WorldReadable() {
+		s.rememberRepo(forgePath, roomID)
 	}
 	s.room(w, r, roomID, user)
 }

@@ -321,6 +321,18 @@ func TestRepoRoomsThroughTheCommunityService(t *testing.T) {
 		t.Fatalf("signed-in visit: %d %s", status, page)
 	}
 	mustContain(t, page, "Room of acme/rocket", alice.UserID, `id="composer"`)
+
+	// Later views of the repository's (world-readable) room come from
+	// memory: the community service is not asked again.
+	asked := rr.asked.Load()
+	for _, path := range []string{"/acme/rocket", "/Acme/Rocket"} {
+		if status, page, _ := s.get(path); status != http.StatusOK || !strings.Contains(page, "Room of acme/rocket") {
+			t.Errorf("%s: %d", path, status)
+		}
+	}
+	if n := rr.asked.Load() - asked; n != 0 {
+		t.Errorf("the community service was asked %d more times", n)
+	}
 }
 
 // session signs user in to the web site and returns the cookie header.

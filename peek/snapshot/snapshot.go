@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"plaza/homeserver/event"
 	"plaza/homeserver/room"
 	"plaza/homeserver/storage"
@@ -337,13 +339,31 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 	if err != nil {
 		return nil, fmt.Errorf("room %s: %w", roomID, err)
 	}
-	state, err := c.db.StateWithoutMembers(ctx, row.NID)
-	if err != nil {
-		return nil, fmt.Errorf("loading room %s state: %w", roomID, err)
-	}
-	memberships, err := c.db.Memberships(ctx, row.NID)
-	if err != nil {
-		return nil, fmt.Errorf("loading room %s members: %w", roomID, err)
+	// Three independent reads at once: a first visit waits for the
+	// slowest, not for their sum.
+	var state, latest []*storage.StoredEvent
+	var memberships map[string]string
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		if state, err = c.db.StateWithoutMembers(gctx, row.NID); err != nil {
+			return fmt.Errorf("loading room %s state: %w", roomID, err)
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		if memberships, err = c.db.Memberships(gctx, row.NID); err != nil {
+			return fmt.Errorf("loading room %s members: %w", roomID, err)
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		if latest, err = c.db.RoomEvents(gctx, row.NID, pos, 0, true, 2*c.cfg.Events, storage.EventFilter{}); err != nil {
+			return fmt.Errorf("room %s events: %w", roomID, err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	snap := &Snapshot{Summary: Summary{RoomID: roomID, RoomVersion: row.Version.ID}, Pos: pos,
 		State: map[event.TypeKey][]byte{}, Members: map[string][]byte{}, changed: make(chan struct{})}
@@ -376,7 +396,7 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 	if snap.Summary.HistoryVisibility, err = hv.at(ctx, pos); err != nil {
 		return nil, fmt.Errorf("room %s: %w", roomID, err)
 	}
-	evs, floor, err := c.visibleEvents(ctx, row.NID, roomID, pos, hv)
+	evs, floor, err := c.visibleEvents(ctx, row.NID, roomID, pos, hv, latest)
 	if err != nil {
 		return nil, err
 	}
@@ -474,16 +494,21 @@ func (ch *hvChain) at(ctx context.Context, p int64) (string, error) {
 // visibleEvents reads the latest events an anonymous reader may see, up to
 // pos, oldest first, with redactions applied, and the position after which
 // they are complete.
-func (c *Cache) visibleEvents(ctx context.Context, nid int64, roomID string, pos int64, hv *hvChain) ([]*Event, int64, error) {
+// first, if not nil, is the first page (the latest 2×Events events up to
+// pos), already read.
+func (c *Cache) visibleEvents(ctx context.Context, nid int64, roomID string, pos int64, hv *hvChain, first []*storage.StoredEvent) ([]*Event, int64, error) {
 	var out []*storage.StoredEvent
 	from := pos
 	complete := false
 	// A few pages at most: in a world-readable room nearly everything is
 	// visible, and in another room nothing is served from here anyway.
 	for page := 0; page < 4 && len(out) < c.cfg.Events; page++ {
-		batch, err := c.db.RoomEvents(ctx, nid, from, 0, true, 2*c.cfg.Events, storage.EventFilter{})
-		if err != nil {
-			return nil, 0, fmt.Errorf("room %s events: %w", roomID, err)
+		batch := first
+		if page > 0 || first == nil {
+			var err error
+			if batch, err = c.db.RoomEvents(ctx, nid, from, 0, true, 2*c.cfg.Events, storage.EventFilter{}); err != nil {
+				return nil, 0, fmt.Errorf("room %s events: %w", roomID, err)
+			}
 		}
 		for _, e := range batch {
 			h, err := hv.at(ctx, e.StreamPos)

@@ -700,6 +700,20 @@ func TestGitLabNestedGroups(t *testing.T) {
 	if got := notices(t, a, roomID); len(got) != 1 || got[0] != want {
 		t.Fatalf("notices %q, want %q", got, want)
 	}
+
+	// A private project: alice (Reporter) may join, with no level; bob may not.
+	e.forge.AddRepo(fakeforge.Repo{ID: 201, Owner: "grp", Name: "hidden", Private: true,
+		Access: map[int64]string{alice: fakeforge.PermRead}})
+	hidden := "#grp_hidden:" + server
+	b.fails(404, "M_NOT_FOUND", "POST", "/_matrix/client/v3/join/"+url.PathEscape(hidden), map[string]any{})
+	r = a.join(hidden)
+	if r.Status != 200 {
+		t.Fatalf("alice joins the private project's room: %d %s", r.Status, r.Raw)
+	}
+	if _, ok := levels(a, r.str("room_id"))[a.UserID]; ok {
+		t.Error("a Reporter got a level")
+	}
+	b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(r.str("room_id"))+"/join", map[string]any{})
 }
 
 func TestCreationRateLimit(t *testing.T) {

@@ -588,3 +588,48 @@ func TestPublicRoomsAndHierarchy(t *testing.T) {
 		t.Errorf("hierarchy of a private room: %v", err)
 	}
 }
+
+// The query answers match the Server-Server API's own schemas.
+func TestQueryAnswersMatchTheSpec(t *testing.T) {
+	ca := newCA(t)
+	a, b := newNode(t, ca), newNode(t, ca)
+	ctx := context.Background()
+	bob := b.user(t, "bob", "BDEV")
+	keys, _ := deviceKeys(t, bob, "BDEV")
+	if code, out := b.call(t, bob, "BDEV", "POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": keys,
+		"one_time_keys": map[string]any{"signed_curve25519:K1": map[string]any{"key": "otk1",
+			"signatures": map[string]any{bob: map[string]string{"ed25519:BDEV": "c2ln"}}}}}); code != 200 {
+		t.Fatalf("upload: %d %v", code, out)
+	}
+	roomID := b.makeRoom(t, bob, `{"room_version":"12","type":"m.space"}`, stateReq("m.room.join_rules", "", `{"join_rule":"public"}`))
+	if err := b.db.CreateAlias(ctx, "#s:"+b.name, roomID, bob); err != nil {
+		t.Fatal(err)
+	}
+	spec := spectest.ForTest(t)
+	schema := func(file, path, method string) string {
+		ptr := strings.NewReplacer("~", "~0", "/", "~1", "{", "%7B", "}", "%7D").Replace(path)
+		return "api/server-server/" + file + "#/paths/" + ptr + "/" + method + "/responses/200/content/application~1json/schema"
+	}
+	for _, c := range []struct {
+		file, path, method, uri string
+		body                    any
+	}{
+		{"user_devices.yaml", "/user/devices/{userId}", "get", "/_matrix/federation/v1/user/devices/" + bob, nil},
+		{"user_keys.yaml", "/user/keys/query", "post", "/_matrix/federation/v1/user/keys/query", map[string]any{"device_keys": map[string]any{bob: []string{}}}},
+		{"user_keys.yaml", "/user/keys/claim", "post", "/_matrix/federation/v1/user/keys/claim", map[string]any{"one_time_keys": map[string]any{bob: map[string]string{"BDEV": "signed_curve25519"}}}},
+		{"query.yaml", "/query/profile", "get", "/_matrix/federation/v1/query/profile?user_id=" + bob, nil},
+		{"query.yaml", "/query/directory", "get", "/_matrix/federation/v1/query/directory?room_alias=%23s:" + b.name, nil},
+		{"public_rooms.yaml", "/publicRooms", "get", "/_matrix/federation/v1/publicRooms", nil},
+		{"public_rooms.yaml", "/publicRooms", "post", "/_matrix/federation/v1/publicRooms", map[string]any{}},
+		{"space_hierarchy.yaml", "/hierarchy/{roomId}", "get", "/_matrix/federation/v1/hierarchy/" + roomID, nil},
+	} {
+		var raw json.RawMessage
+		if err := a.svc.Client.DoJSON(ctx, b.name, strings.ToUpper(c.method), c.uri, c.body, &raw, true); err != nil {
+			t.Errorf("%s %s: %v", c.method, c.uri, err)
+			continue
+		}
+		if err := spec.ValidateSchema(schema(c.file, c.path, c.method), raw); err != nil {
+			t.Errorf("%s %s: %v\n%s", c.method, c.path, err, raw)
+		}
+	}
+}

@@ -426,9 +426,12 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 		s.fail(w, r, err)
 		return
 	}
-	// Only world-readable rooms have a web page for now: the snapshot
-	// holds what anyone may read, and nothing else.
-	if !snap.Summary.WorldReadable() {
+	// A room that is not world-readable has a page only for its members,
+	// read from storage with their visibility (the snapshot holds what
+	// anyone may read, and nothing else), and no live stream. Anyone else
+	// gets the page a missing room gets.
+	private := !snap.Summary.WorldReadable()
+	if private && user == "" {
 		s.notFound(w, r, user)
 		return
 	}
@@ -449,6 +452,14 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 			return
 		}
 		v.Member = m == "join"
+	}
+	if private {
+		if !v.Member {
+			s.notFound(w, r, user)
+			return
+		}
+		v.Live = ""
+		w.Header().Set("Cache-Control", "private, no-store")
 	}
 	if at := r.URL.Query().Get("at"); at != "" {
 		// A message's permalink (/org/repo?at=$event): the page of messages
@@ -472,7 +483,7 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 			s.notFound(w, r, user)
 			return
 		}
-		html, older, err := s.older(r.Context(), roomID, before)
+		html, older, err := s.older(r.Context(), roomID, before, user)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -486,6 +497,16 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 			return
 		}
 		v.Messages, v.Older, v.Archive = html, older, true
+		s.html(w, r, http.StatusOK, templates.RoomPage(v))
+		return
+	}
+	if private {
+		html, older, err := s.older(r.Context(), roomID, s.hs.Rooms.UpTo()+1, user)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		v.Messages, v.Older = html, older
 		s.html(w, r, http.StatusOK, templates.RoomPage(v))
 		return
 	}
@@ -539,9 +560,10 @@ func (s *Service) list(ctx context.Context, snap *snapshot.Snapshot) (*list, err
 // olderPage is how many events a page of older messages reads.
 const olderPage = 50
 
-// older renders the visible events before position before, from storage,
-// and the link to the page before them ("" at the room's start).
-func (s *Service) older(ctx context.Context, roomID string, before int64) ([]byte, string, error) {
+// older renders the events before position before that user ("" for
+// anyone) may see, from storage, and the link to the page before them (""
+// at the room's start).
+func (s *Service) older(ctx context.Context, roomID string, before int64, user string) ([]byte, string, error) {
 	nid, err := s.hs.DB.RoomNID(ctx, roomID)
 	if err != nil {
 		return nil, "", fmt.Errorf("room %s: %w", roomID, err)
@@ -550,7 +572,7 @@ func (s *Service) older(ctx context.Context, roomID string, before int64) ([]byt
 	if err != nil {
 		return nil, "", fmt.Errorf("reading older events of %s: %w", roomID, err)
 	}
-	vis, err := s.hs.Rooms.VisibilityFor(ctx, roomID, "")
+	vis, err := s.hs.Rooms.VisibilityFor(ctx, roomID, user)
 	if err != nil {
 		return nil, "", fmt.Errorf("visibility of %s: %w", roomID, err)
 	}

@@ -257,6 +257,19 @@ func TestRoomsThatAreNotWorldReadableAreNotFound(t *testing.T) {
 			t.Errorf("GET %s: the 404 differs from a missing room's, revealing that the room exists", path)
 		}
 	}
+	// Its members read it (from storage, without a live stream); a
+	// signed-in stranger gets the same 404 as anyone.
+	status, page, h := s.get("/room/"+url.PathEscape(private), "Cookie", s.session(alice.UserID))
+	if status != http.StatusOK || !strings.Contains(page, "members only") || !strings.Contains(page, `id="composer"`) ||
+		strings.Contains(page, `data-live="/`) || !strings.Contains(h.Get("Cache-Control"), "no-store") {
+		t.Errorf("a member's view of the private room: %d, Cache-Control %q", status, h.Get("Cache-Control"))
+	}
+	stranger := s.register("stranger")
+	status, page, _ = s.get("/room/"+url.PathEscape(private), "Cookie", s.session(stranger.UserID))
+	if status != http.StatusNotFound || strings.Contains(page, "members only") {
+		t.Errorf("a stranger's view of the private room: %d", status)
+	}
+
 	status, body, _ := s.get("/_plaza/rooms/" + url.PathEscape(private) + "/live")
 	if status != http.StatusNotFound || !strings.Contains(body, `"M_NOT_FOUND"`) {
 		t.Errorf("live stream of a private room: %d %s", status, body)

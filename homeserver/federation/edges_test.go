@@ -324,6 +324,18 @@ func TestOutboundEDUs(t *testing.T) {
 	check("m.presence", `"unavailable"`, alice)
 	check("m.device_list_update", alice, `"ADEV"`, `"stream_id"`)
 	check("m.direct_to_device", "for bob", alice)
+	spec := spectest.ForTest(t)
+	if spec.ValidateSchema("api/server-server/definitions/event-schemas/m.typing.yaml", []byte(`{"edu_type":"m.typing","content":{"typing":"yes"}}`)) == nil {
+		t.Fatal("the EDU schemas accept anything: the checks below would prove nothing")
+	}
+	for _, typ := range []string{"m.typing", "m.receipt", "m.presence", "m.device_list_update", "m.direct_to_device"} {
+		for _, content := range b.received(typ) {
+			raw, _ := json.Marshal(map[string]any{"edu_type": typ, "content": content})
+			if err := spec.ValidateSchema("api/server-server/definitions/event-schemas/"+typ+".yaml", raw); err != nil {
+				t.Errorf("%s: %v\n%s", typ, err, raw)
+			}
+		}
+	}
 	inbox, _, err := b.db.ToDeviceInbox(ctx, bob, "BDEV", 0, b.tracker.UpTo(), 100)
 	if err != nil {
 		t.Fatal(err)

@@ -266,23 +266,32 @@ func (o outbound) DeviceListChanged(ctx context.Context, userID string, pos int6
 	if len(dests) == 0 {
 		return
 	}
-	devices, _, _, _, err := l.E2EE.UserDevices(ctx, userID)
+	devices, master, selfSigning, _, err := l.E2EE.UserDevices(ctx, userID)
 	if err != nil {
 		slog.ErrorContext(ctx, "federation: devices for a device list update", "user", userID, "err", err)
 		return
 	}
 	var edus [][]byte
-	add := func(content map[string]any) {
-		b, err := json.Marshal(map[string]any{"edu_type": "m.device_list_update", "content": content})
+	add := func(typ string, content map[string]any) {
+		b, err := json.Marshal(map[string]any{"edu_type": typ, "content": content})
 		if err == nil {
 			edus = append(edus, b)
 		}
 	}
+	if master != nil {
+		// The change may be of the cross-signing keys (the caller does
+		// not say): receivers get those as they are now.
+		c := map[string]any{"user_id": userID, "master_key": master}
+		if selfSigning != nil {
+			c["self_signing_key"] = selfSigning
+		}
+		add("m.signing_key_update", c)
+	}
 	for _, d := range devices {
-		add(map[string]any{"user_id": userID, "device_id": d.DeviceID, "stream_id": pos, "prev_id": []int64{}, "keys": d.Keys})
+		add("m.device_list_update", map[string]any{"user_id": userID, "device_id": d.DeviceID, "stream_id": pos, "prev_id": []int64{}, "keys": d.Keys})
 	}
 	if len(devices) == 0 { // the last device went: still say so
-		add(map[string]any{"user_id": userID, "device_id": "", "stream_id": pos, "prev_id": []int64{}, "deleted": true})
+		add("m.device_list_update", map[string]any{"user_id": userID, "device_id": "", "stream_id": pos, "prev_id": []int64{}, "deleted": true})
 	}
 	if err := o.s.Sender.Queue(ctx, dests, nil, edus); err != nil {
 		slog.ErrorContext(ctx, "federation: queueing device list updates", "user", userID, "err", err)

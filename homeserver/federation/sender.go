@@ -178,26 +178,38 @@ func (s *Sender) intakeLoop() {
 	for {
 		select {
 		case <-s.ctx.Done():
+			// Stopping: what was handed over is still written to the
+			// queue, for the next start to send.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), stopDrainTimeout)
+			s.intakeRound(ctx)
+			cancel()
 			return
 		case <-s.wake:
 		}
-		s.mu.Lock()
-		batch := s.intake
-		s.intake = nil
-		s.mu.Unlock()
-		// Everything handed over since the last round goes to the
-		// database in one statement: one round trip per round, not per
-		// event, however fast rooms write.
-		var items []storage.Queued
-		for _, n := range batch {
-			var err error
-			if items, err = s.queueNotification(s.ctx, n, items); err != nil && s.ctx.Err() == nil {
-				slog.Error("federation: queueing events", "room", n.RoomID, "err", err)
-			}
+		s.intakeRound(s.ctx)
+	}
+}
+
+// stopDrainTimeout bounds the last intake round at Stop.
+const stopDrainTimeout = 5 * time.Second
+
+// intakeRound queues everything handed over since the last round in one
+// statement: one database round trip per round, not per event, however
+// fast rooms write.
+func (s *Sender) intakeRound(ctx context.Context) {
+	s.mu.Lock()
+	batch := s.intake
+	s.intake = nil
+	s.mu.Unlock()
+	var items []storage.Queued
+	for _, n := range batch {
+		var err error
+		if items, err = s.queueNotification(ctx, n, items); err != nil && ctx.Err() == nil {
+			slog.Error("federation: queueing events", "room", n.RoomID, "err", err)
 		}
-		if err := s.enqueue(s.ctx, items); err != nil && s.ctx.Err() == nil {
-			slog.Error("federation: queueing events", "events", len(items), "err", err)
-		}
+	}
+	if err := s.enqueue(ctx, items); err != nil && ctx.Err() == nil {
+		slog.Error("federation: queueing events", "events", len(items), "err", err)
 	}
 }
 

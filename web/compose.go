@@ -136,7 +136,11 @@ func (s *Service) send(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.Forbidden("join the room first"))
 		return
 	}
-	content, err := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
+	msg := map[string]string{"msgtype": "m.text", "body": body}
+	if f := s.render.markdown(body); f != "" {
+		msg["format"], msg["formatted_body"] = "org.matrix.custom.html", f
+	}
+	content, err := json.Marshal(msg)
 	if err != nil {
 		s.fail(w, r, err)
 		return

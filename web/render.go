@@ -14,6 +14,9 @@ import (
 	chromahtml "github.com/alecthomas/chroma/v2/formatters/html"
 	"github.com/alecthomas/chroma/v2/lexers"
 	"github.com/microcosm-cc/bluemonday"
+	"github.com/yuin/goldmark"
+	"github.com/yuin/goldmark/extension"
+	goldhtml "github.com/yuin/goldmark/renderer/html"
 
 	"plaza/peek/snapshot"
 	"plaza/templates"
@@ -40,6 +43,7 @@ import (
 // Renderer turns events into message view models and HTML. It is safe for concurrent
 // use: the policy and formatter are read-only once built.
 type Renderer struct {
+	md     goldmark.Markdown
 	policy *bluemonday.Policy
 	code   *chromahtml.Formatter
 	style  *chroma.Style
@@ -70,10 +74,34 @@ func NewRenderer() *Renderer {
 	p.AllowAttrs("data-mx-spoiler").OnElements("span")
 	p.SkipElementsContent("mx-reply", "script", "style")
 	return &Renderer{
+		// The composer's markdown, as Matrix clients send it: CommonMark with
+		// strikethrough, tables and bare links, line breaks kept. Raw HTML
+		// passes to the sanitiser rather than being dropped.
+		md: goldmark.New(goldmark.WithExtensions(extension.Strikethrough, extension.Table, extension.Linkify),
+			goldmark.WithRendererOptions(goldhtml.WithHardWraps(), goldhtml.WithUnsafe())),
 		policy: p,
 		code:   chromahtml.New(chromahtml.WithClasses(true), chromahtml.PreventSurroundingPre(true)),
 		style:  chroma.MustNewStyle("plaza", chroma.StyleEntries{}),
 	}
+}
+
+// markdown renders a composed message as Matrix HTML (formatted_body),
+// sanitised, or "" when it has no formatting, so plain messages stay plain.
+func (r *Renderer) markdown(body string) string {
+	var b bytes.Buffer
+	if err := r.md.Convert([]byte(body), &b); err != nil {
+		return ""
+	}
+	out := strings.TrimSpace(b.String())
+	if inner, ok := strings.CutPrefix(out, "<p>"); ok {
+		if inner, ok := strings.CutSuffix(inner, "</p>"); ok {
+			plain := strings.ReplaceAll(inner, "<br>\n", "\n")
+			if !strings.Contains(plain, "<") && html.UnescapeString(plain) == body {
+				return ""
+			}
+		}
+	}
+	return r.policy.Sanitize(out)
 }
 
 // content is the part of a message's content the page shows.

@@ -600,12 +600,15 @@ func TestComposer(t *testing.T) {
 	if status != http.StatusOK || json.Unmarshal([]byte(body), &sent) != nil || sent.EventID == "" {
 		t.Fatalf("send: %d %s", status, body)
 	}
+	if status, body, _ := s.post(send, cookie, s.URL, url.Values{"body": {"**bold** from the `web`"}}, "application/json"); status != http.StatusOK {
+		t.Fatalf("markdown send: %d %s", status, body)
+	}
 	status, _, h = s.post(send, cookie, s.URL, url.Values{"body": {"and without script"}}, "")
 	if status != http.StatusSeeOther {
 		t.Fatalf("form send: %d", status)
 	}
 	_, page, _ = s.get(h.Get("Location"))
-	mustContain(t, page, "hi from the web", "and without script", `id="`+sent.EventID+`"`)
+	mustContain(t, page, "hi from the web", "and without script", `id="`+sent.EventID+`"`, "<strong>bold</strong> from the <code>web</code>")
 
 	// The redirect goes back to the form's page on this site, never elsewhere.
 	for referer, want := range map[string]string{

@@ -277,6 +277,9 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 			_ = fedSrv.Close()
 		}
 	}
+	// Before the database closes: the federation sender writes what rooms
+	// handed it to its queue, for the next start to send.
+	hs.Federation.Close()
 	return failure
 }
 

@@ -180,6 +180,11 @@ func TestFederationJoinByAliasAndTalk(t *testing.T) {
 	if _, ok := joined[alice.UserID]; !ok || joined[bob.UserID] == nil {
 		t.Fatalf("joined members on bob's server: %s", members.Raw)
 	}
+	// History from before bob's server joined comes by backfill.
+	hist := waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "before bob") })
+	if countOf(hist, "before bob") != 1 {
+		t.Fatalf("backfilled history: %q", hist)
+	}
 	bob.send(roomID, text("hello from b"))
 	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "hello from b") })
 	alice.send(roomID, text("hello from a"))

@@ -46,6 +46,10 @@ type Remote interface {
 	// Knock knocks on a room this server is not in (make_knock,
 	// send_knock) with content as the member event's content.
 	Knock(ctx context.Context, roomID, userID string, servers []string, content json.RawMessage) error
+	// Backfill fetches up to limit events older than the oldest this
+	// server has of a room joined over federation; it returns how many
+	// it stored (0 when there is nothing more to fetch).
+	Backfill(ctx context.Context, roomID string, limit int) (int, error)
 }
 
 // SetAliasResolver installs the resolver of unknown local aliases.

@@ -308,6 +308,16 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
+	if dir == "b" && len(evs) < limit && to == 0 && a.remote != nil {
+		// The start of what this server has: a room joined over
+		// federation may have older history on its other servers.
+		if n, err := a.remote.Backfill(ctx, roomID, limit-len(evs)); err == nil && n > 0 {
+			if evs, err = a.db.RoomEvents(ctx, nid, from, to, true, limit, filter.Storage()); err != nil {
+				httpapi.Fail(w, r, err)
+				return
+			}
+		}
+	}
 	resp := map[string]any{"start": StreamToken(from)}
 	if len(evs) > 0 && len(evs) == limit {
 		last := evs[len(evs)-1].StreamPos

@@ -256,3 +256,25 @@ func completeTemplate(v *event.RoomVersion, raw json.RawMessage, membership, roo
 		PrevEvents: t.PrevEvents, AuthEvents: t.AuthEvents, Depth: depth, OriginServerTS: now}
 	return p.Build(v, serverName, key)
 }
+
+func (f fetcher) Backfill(ctx context.Context, server, roomID string, from []string, limit int) ([]json.RawMessage, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	for _, v := range from {
+		q.Add("v", v)
+	}
+	var resp struct {
+		PDUs []json.RawMessage `json:"pdus"`
+	}
+	if err := f.c.DoJSON(ctx, server, http.MethodGet, "/_matrix/federation/v1/backfill/"+url.PathEscape(roomID)+"?"+q.Encode(), nil, &resp, true); err != nil {
+		return nil, err
+	}
+	if len(resp.PDUs) > limit {
+		resp.PDUs = resp.PDUs[:limit]
+	}
+	return resp.PDUs, nil
+}
+
+// Backfill fetches history of a room joined over federation.
+func (r Remote) Backfill(ctx context.Context, roomID string, limit int) (int, error) {
+	return r.s.locals.Rooms.Backfill(ctx, roomID, limit)
+}

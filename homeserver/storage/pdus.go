@@ -410,3 +410,17 @@ func (db *DB) SetOutOfRoomMembership(ctx context.Context, room *Room, ev *event.
 	})
 	return nid, err
 }
+
+// BackwardExtremities returns up to limit events that timeline events of
+// the room name as prev_events but that are not in the timeline: where
+// backfilling starts.
+func (db *DB) BackwardExtremities(ctx context.Context, roomNID int64, limit int) ([]string, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT DISTINCT x.prev_event_id FROM event_edges x JOIN events e USING (event_nid)
+		WHERE e.room_nid = $1 AND e.stream_pos IS NOT NULL
+		AND NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = x.prev_event_id AND (p.stream_pos IS NOT NULL OR p.rejected))
+		LIMIT $2`, roomNID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}

@@ -391,3 +391,36 @@ func TestSenderQueuesLocalEvents(t *testing.T) {
 		t.Errorf("the joiner's server got its own join back (%d transactions)", n)
 	}
 }
+
+// At most Concurrency destinations are sent to at once: with one slot, a
+// destination that holds its transaction keeps the next one waiting.
+func TestSenderConcurrencyIsBounded(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b, c := newFakeDest(t, ca), newFakeDest(t, ca)
+	b.setMode("slow")
+	c.setMode("slow")
+	s := startSender(t, a, SenderConfig{Concurrency: 1, Timeout: time.Minute}, nil)
+	ctx := context.Background()
+	if err := s.Queue(ctx, []string{b.name, c.name}, [][]byte{pdu(1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one transaction in flight", func() bool { return b.attemptCount()+c.attemptCount() == 1 })
+	first, second := b, c
+	if c.attemptCount() == 1 {
+		first, second = c, b
+	}
+	// The slot is taken until first answers; second must not have been tried.
+	time.Sleep(50 * time.Millisecond) // gives a wrongly started second send the time to show; passing does not depend on it
+	if n := second.attemptCount(); n != 0 {
+		t.Fatalf("%d transactions to a second destination while the only slot was taken", n)
+	}
+	first.setMode("ok")
+	waitFor(t, "the second destination's turn", func() bool { return second.attemptCount() == 1 })
+	second.setMode("ok")
+	waitFor(t, "both delivered", func() bool {
+		p1, _, _ := first.received()
+		p2, _, _ := second.received()
+		return len(p1) == 1 && len(p2) == 1
+	})
+}

@@ -187,6 +187,7 @@ func TestFederationThreeServers(t *testing.T) {
 		// server may accept the message on a fork that does not yet
 		// contain the ban. State resolution must let the ban win.
 		sneaky, sneakStatus := bob.trySend(t, roomID, text("sent right after coming back"))
+		t.Logf("bob's message right after the restart: status %d (200: hs2 had not heard of the ban yet, so the ban must win by state resolution)", sneakStatus)
 		for _, c := range []*fedClient{alice, bob, carol} {
 			eventually(t, "bob banned, seen from "+c.userID, func() (bool, string) {
 				m := c.membership(t, roomID, bob.userID)

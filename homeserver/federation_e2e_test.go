@@ -597,7 +597,13 @@ func TestFederationRejectInviteToUnknownRoom(t *testing.T) {
 	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat"}).str("room_id")
 	alice.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": carol.UserID})
 	invitedTo(t, carol, roomID)
+	since := carol.sync("", 0).str("next_batch")
 	carol.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", map[string]any{})
+	// Her next sync tells her she left.
+	inc := carol.sync(since, 0)
+	if rooms, _ := inc.Body["rooms"].(map[string]any); fmt.Sprint(rooms["leave"]) == "map[]" || rooms["leave"] == nil {
+		t.Fatalf("incremental sync after rejecting: %s", inc.Raw)
+	}
 	if m, _ := a.hs.Rooms.Membership(ctx, roomID, carol.UserID); m != "leave" {
 		t.Fatalf("carol is %q on a", m)
 	}

@@ -218,8 +218,12 @@ type entry struct {
 	// memberships are every user's current membership: the summary's
 	// counts need a user's previous membership when a new one arrives.
 	// Strings only — a 20,000-member room's member events would cost a
-	// cold load seconds to read and parse.
+	// cold load seconds to read and parse. Even so, 20,000 rows are the
+	// slowest read of a cold load, so they are read after the first
+	// snapshot is served (nil until then; counts come from a COUNT), and
+	// member events from the stream wait in memberQueue meanwhile.
 	memberships map[string]string
+	memberQueue []*event.Event
 	// memberEvents are the member events of the window's senders (and of
 	// users whose member event arrived from the stream), for Members.
 	memberEvents map[string]*event.Event
@@ -307,21 +311,81 @@ func (c *Cache) load(e *entry) {
 		close(e.ready)
 		return
 	}
-	e.snap, e.memberships, e.memberEvents, e.missing, e.loading = b.snap, b.memberships, b.memberEvents, map[string]bool{}, false
+	e.snap, e.memberEvents, e.missing, e.loading = b.snap, b.memberEvents, map[string]bool{}, false
 	for _, n := range e.pending {
 		c.applyLocked(e, n)
 	}
 	e.pending = nil
 	c.bytes += e.snap.bytes
 	close(e.ready)
+	go c.loadMemberships(e)
 	c.fillLocked(e)
 	c.evictLocked(e)
+}
+
+// loadMemberships reads every user's membership after a cold load and
+// makes the counts exact from then on: counted from the map, then the
+// member events the stream brought meanwhile replayed on top. The map
+// holds absolute values, so an event already reflected in it changes
+// nothing when replayed; one committed after the read arrives from the
+// stream later. If the read fails the room leaves the cache and the next
+// reader loads it again.
+func (c *Cache) loadMemberships(e *entry) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var m map[string]string
+	nid, err := c.db.RoomNID(ctx, e.roomID)
+	if err == nil {
+		m, err = c.db.Memberships(ctx, nid)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries[e.roomID] != e {
+		return // evicted meanwhile
+	}
+	if err != nil {
+		c.dropLocked(e)
+		return
+	}
+	e.memberships = m
+	prev := e.snap
+	next := *prev
+	next.Summary.JoinedMembers, next.Summary.InvitedMembers = 0, 0
+	for _, v := range m {
+		next.Summary.JoinedMembers += count(v, "join")
+		next.Summary.InvitedMembers += count(v, "invite")
+	}
+	for _, ev := range e.memberQueue {
+		user := *ev.StateKey()
+		before, after := m[user], room.MembershipOf(ev)
+		next.Summary.JoinedMembers += count(after, "join") - count(before, "join")
+		next.Summary.InvitedMembers += count(after, "invite") - count(before, "invite")
+		m[user] = after
+	}
+	e.memberQueue = nil
+	next.bytes = estimate(&next, e.memberships, e.memberEvents)
+	c.bytes += next.bytes - prev.bytes
+	if next.Summary.JoinedMembers == prev.Summary.JoinedMembers && next.Summary.InvitedMembers == prev.Summary.InvitedMembers {
+		prev.bytes = next.bytes // only ever read under c.mu
+		return
+	}
+	next.changed = make(chan struct{})
+	e.snap = &next
+	close(prev.changed)
+	c.evictLocked(e)
+}
+
+// dropLocked removes a loaded room from the cache.
+func (c *Cache) dropLocked(e *entry) {
+	c.lru.Remove(e.elem)
+	delete(c.entries, e.roomID)
+	c.bytes -= e.snap.bytes
+	close(e.snap.changed)
 }
 
 // built is what a cold load read.
 type built struct {
 	snap         *Snapshot
-	memberships  map[string]string
 	memberEvents map[string]*event.Event
 }
 
@@ -341,8 +405,8 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 	}
 	// Three independent reads at once: a first visit waits for the
 	// slowest, not for their sum.
-	var state, latest []*storage.StoredEvent
-	var memberships map[string]string
+	var state, latest, senderEvents []*storage.StoredEvent
+	var joined, invited int
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		if state, err = c.db.StateWithoutMembers(gctx, row.NID); err != nil {
@@ -351,14 +415,28 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 		return nil
 	})
 	g.Go(func() (err error) {
-		if memberships, err = c.db.Memberships(gctx, row.NID); err != nil {
-			return fmt.Errorf("loading room %s members: %w", roomID, err)
+		if joined, invited, err = c.db.MemberCounts(gctx, row.NID); err != nil {
+			return fmt.Errorf("counting room %s members: %w", roomID, err)
 		}
 		return nil
 	})
 	g.Go(func() (err error) {
 		if latest, err = c.db.RoomEvents(gctx, row.NID, pos, 0, true, 2*c.cfg.Events, storage.EventFilter{}); err != nil {
 			return fmt.Errorf("room %s events: %w", roomID, err)
+		}
+		// The window's senders are (nearly always) among these.
+		var senders []string
+		seen := map[string]bool{}
+		for _, e := range latest {
+			if !seen[e.Event.Sender()] {
+				seen[e.Event.Sender()] = true
+				senders = append(senders, e.Event.Sender())
+			}
+		}
+		if len(senders) > 0 {
+			if senderEvents, err = c.db.MemberEvents(gctx, row.NID, senders); err != nil {
+				return fmt.Errorf("loading room %s senders: %w", roomID, err)
+			}
 		}
 		return nil
 	})
@@ -367,18 +445,10 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 	}
 	snap := &Snapshot{Summary: Summary{RoomID: roomID, RoomVersion: row.Version.ID}, Pos: pos,
 		State: map[event.TypeKey][]byte{}, Members: map[string][]byte{}, changed: make(chan struct{})}
-	// Counts come from the memberships map the stream's replay updates, so
-	// the replay of events after pos stays exact: a membership read here
-	// may already be a replayed event's, and replaying it again changes
-	// nothing (the map holds absolute values, the counts follow the map).
-	for _, m := range memberships {
-		switch m {
-		case "join":
-			snap.Summary.JoinedMembers++
-		case "invite":
-			snap.Summary.InvitedMembers++
-		}
-	}
+	// The counts may already include member events after pos that the
+	// stream replays; they are recounted exactly once the memberships are
+	// read (loadMemberships).
+	snap.Summary.JoinedMembers, snap.Summary.InvitedMembers = joined, invited
 	var hvEvent *storage.StoredEvent
 	for _, se := range state {
 		ev := se.Event
@@ -401,17 +471,26 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 		return nil, err
 	}
 	snap.Events, snap.Floor = evs, floor
+	byUser := map[string]*event.Event{}
+	for _, m := range senderEvents {
+		byUser[*m.Event.StateKey()] = m.Event
+	}
 	memberEvents := map[string]*event.Event{}
-	if len(evs) > 0 {
-		var senders []string
-		for _, e := range evs {
-			if _, ok := memberEvents[e.Sender]; !ok {
-				memberEvents[e.Sender] = nil
-				senders = append(senders, e.Sender)
-			}
+	var missing []string
+	for _, e := range evs {
+		if _, ok := memberEvents[e.Sender]; ok {
+			continue
 		}
-		clear(memberEvents)
-		mevs, err := c.db.MemberEvents(ctx, row.NID, senders)
+		if m := byUser[e.Sender]; m != nil {
+			memberEvents[e.Sender] = m
+			snap.Members[e.Sender] = render(m.Client())
+		} else if !slices.Contains(missing, e.Sender) {
+			missing = append(missing, e.Sender)
+		}
+	}
+	// Senders of older pages (a window reaching past the first page).
+	if len(missing) > 0 {
+		mevs, err := c.db.MemberEvents(ctx, row.NID, missing)
 		if err != nil {
 			return nil, fmt.Errorf("loading room %s senders: %w", roomID, err)
 		}
@@ -420,8 +499,8 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 			snap.Members[*m.Event.StateKey()] = render(m.Event.Client())
 		}
 	}
-	snap.bytes = estimate(snap, memberships, memberEvents)
-	return &built{snap: snap, memberships: memberships, memberEvents: memberEvents}, nil
+	snap.bytes = estimate(snap, nil, memberEvents)
+	return &built{snap: snap, memberEvents: memberEvents}, nil
 }
 
 // hvChain answers "what was the history visibility at position p?" for an
@@ -792,11 +871,22 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 		if tk, ok := ev.TypeKey(); ok {
 			if ev.Type() == event.TypeMember {
 				user := *ev.StateKey()
-				before := e.memberships[user]
-				after := room.MembershipOf(ev)
-				next.Summary.JoinedMembers += count(after, "join") - count(before, "join")
-				next.Summary.InvitedMembers += count(after, "invite") - count(before, "invite")
-				e.memberships[user] = after
+				if e.memberships == nil {
+					// Replayed on the memberships once read; a user with no
+					// earlier member event counts at once (before is "").
+					e.memberQueue = append(e.memberQueue, ev)
+					if se.ReplacesState == "" {
+						after := room.MembershipOf(ev)
+						next.Summary.JoinedMembers += count(after, "join")
+						next.Summary.InvitedMembers += count(after, "invite")
+					}
+				} else {
+					before := e.memberships[user]
+					after := room.MembershipOf(ev)
+					next.Summary.JoinedMembers += count(after, "join") - count(before, "join")
+					next.Summary.InvitedMembers += count(after, "invite") - count(before, "invite")
+					e.memberships[user] = after
+				}
 				e.memberEvents[user] = ev
 				delete(e.missing, user)
 				if _, ok := next.Members[user]; ok {

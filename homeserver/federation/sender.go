@@ -3,9 +3,11 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"slices"
 	"sync"
@@ -495,7 +497,15 @@ func (s *Sender) sendBatch(dest string) (more bool, err error) {
 	defer cancel()
 	var resp sendResponse
 	uri := "/_matrix/federation/v1/send/" + url.PathEscape(txnID(pdus, edus))
-	if err := s.client.DoJSON(ctx, dest, "PUT", uri, txn, &resp, true); err != nil {
+	err = s.client.DoJSON(ctx, dest, "PUT", uri, txn, &resp, true)
+	var re *RemoteError
+	if errors.As(err, &re) && (re.Status == http.StatusBadRequest || re.Status == http.StatusRequestEntityTooLarge) {
+		// The destination refuses the transaction for what it holds:
+		// sent again it would be refused again, and hold up everything
+		// queued behind it for good. It is dropped.
+		slog.Error("federation: destination refused a transaction, dropped", "destination", dest,
+			"pdus", len(pdus), "edus", len(edus), "err", err)
+	} else if err != nil {
 		return false, fmt.Errorf("transaction to %s: %w", dest, err)
 	}
 	// Per-PDU errors are the destination's verdict on the events; sending

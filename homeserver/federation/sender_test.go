@@ -78,6 +78,9 @@ func (d *fakeDest) serveSend(w http.ResponseWriter, r *http.Request) {
 	case "500":
 		httpapi.Fail(w, r, fmt.Errorf("down for maintenance"))
 		return
+	case "400":
+		httpapi.Fail(w, r, httpapi.BadJSON("we do not like this transaction"))
+		return
 	case "garbage":
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("<html>not json"))
@@ -423,4 +426,33 @@ func TestSenderConcurrencyIsBounded(t *testing.T) {
 		p2, _, _ := second.received()
 		return len(p1) == 1 && len(p2) == 1
 	})
+}
+
+// A transaction the destination refuses as bad (400) is dropped, not
+// retried forever ahead of everything queued after it.
+func TestSenderDropsRefusedTransactions(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	b.setMode("400")
+	s := startSender(t, a, SenderConfig{MinBackoff: time.Hour}, nil)
+	ctx := context.Background()
+	if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refused batch gone", func() bool {
+		dests, err := a.db.QueuedDestinations(ctx)
+		return err == nil && len(dests) == 0 && b.attemptCount() == 1
+	})
+	b.setMode("ok")
+	if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(2)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the next one delivered", func() bool { p, _, _ := b.received(); return len(p) == 1 })
+	if p, _, _ := b.received(); p[0] != string(pdu(2)) {
+		t.Errorf("delivered %s", p[0])
+	}
+	if bo, err := a.db.DestinationBackoffs(ctx); err != nil || len(bo) != 0 {
+		t.Errorf("a refusal counted as a failure: %v %v", bo, err)
+	}
 }

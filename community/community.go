@@ -109,6 +109,8 @@ const (
 	DefaultPermissionTTL    = 10 * time.Minute
 	DefaultCreatePerWindow  = 20
 	DefaultCreateWindow     = time.Hour
+	// maxConcurrentCreations bounds the rooms one process creates at once.
+	maxConcurrentCreations = 8
 )
 
 // Identities hands out users' forge identities and tokens
@@ -150,6 +152,8 @@ type Service struct {
 	perms  permCache
 	limit  createLimiter
 	misses missCache
+	// creating bounds the creations running at once.
+	creating chan struct{}
 	// resyncs maps rooms whose members are being re-checked to whether
 	// another run was asked for meanwhile.
 	resyncs struct {
@@ -190,6 +194,7 @@ func New(ctx context.Context, cfg Config, hs *homeserver.Server) (*Service, erro
 	s := &Service{cfg: cfg, hs: hs, bot: "@" + cfg.ServiceLocalpart + ":" + hs.Config.ServerName,
 		log: slog.Default().With("component", "community")}
 	s.perms.entries = map[permKey]permEntry{}
+	s.creating = make(chan struct{}, maxConcurrentCreations)
 	if err := s.ensureServiceAccount(ctx); err != nil {
 		return nil, err
 	}

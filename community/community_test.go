@@ -899,3 +899,90 @@ func TestRepositoryMadePrivate(t *testing.T) {
 	}
 	b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
 }
+
+func TestManyRoomsOfANewOrgAtOnce(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	e.forge.AddOrg(fakeforge.Org{ID: 50, Login: "bigco"})
+	const n = 30
+	clients := make([]*client, n)
+	for i := range clients {
+		e.forge.AddRepo(fakeforge.Repo{ID: int64(5000 + i), Owner: "bigco", Name: fmt.Sprintf("r%d", i)})
+		clients[i] = e.register(fmt.Sprintf("u%d", i))
+	}
+	var wg sync.WaitGroup
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := c.join(fmt.Sprintf("#bigco_r%d:%s", i, server)); r.Status != 200 {
+				t.Errorf("join %d: %d %s", i, r.Status, r.Raw)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := e.communityRooms("repo"); got != n {
+		t.Errorf("%d repository rooms, want %d", got, n)
+	}
+	if got := e.communityRooms("owner"); got != 1 {
+		t.Errorf("%d spaces, want 1", got)
+	}
+	space, _ := e.svc.RepoRoom(context.Background(), "bigco", "")
+	var children int
+	if err := e.hs.DB.Pool.QueryRow(context.Background(), `SELECT count(*) FROM community_rooms WHERE parent_id = $1`, space).Scan(&children); err != nil || children != n {
+		t.Errorf("%d children of the space (%v)", children, err)
+	}
+}
+
+// TestCreationAcrossServices runs two services on one database, as two
+// processes would: their creations of one path meet at the claim.
+func TestCreationAcrossServices(t *testing.T) {
+	e := newEnv(t, forge.GitHub)
+	ctx := context.Background()
+	fc, _ := forge.New(forge.GitHub, forge.Config{APIURL: e.fsrv.URL + "/github/api/"})
+	other, err := community.New(ctx, community.Config{Forge: fc, IDP: "github", Identities: e.idents}, e.hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.register("carol")
+	rooms := make([]string, 20)
+	var wg sync.WaitGroup
+	for i := range rooms {
+		svc := e.svc
+		if i%2 == 1 {
+			svc = other
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, err := svc.RepoRoom(ctx, "acme/widget", c.UserID)
+			if err != nil {
+				t.Errorf("RepoRoom %d: %v", i, err)
+			}
+			rooms[i] = id
+		}()
+	}
+	wg.Wait()
+	for i, r := range rooms {
+		if r != rooms[0] || r == "" {
+			t.Fatalf("creation %d got %q, creation 0 %q", i, r, rooms[0])
+		}
+	}
+	if n := e.communityRooms("repo"); n != 1 {
+		t.Fatalf("%d repository rooms", n)
+	}
+
+	// A claim left by a process that died is taken over once stale.
+	_, err = e.hs.DB.Pool.Exec(ctx, `INSERT INTO community_rooms (room_id, forge, flavour, kind, path, path_key, forge_id, web_url, private, created_ts)
+		VALUES ('pending:dead', 'github', 'github', 'repo', 'acme/secret', 'acme/secret', 0, '', false, 0)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.register("alice")
+	e.link(a, alice)
+	if _, err := e.svc.RepoRoom(ctx, "acme/secret", ""); !errors.Is(err, community.ErrNoSuchRepo) {
+		t.Fatalf("a pending claim is visible: %v", err)
+	}
+	if id, err := e.svc.RepoRoom(ctx, "acme/secret", a.UserID); err != nil || id == "" {
+		t.Fatalf("creation over a stale claim: %q %v", id, err)
+	}
+}

@@ -46,18 +46,24 @@ func (s *Service) repoRoom(ctx context.Context, path, viewer string, token *oaut
 	if !create {
 		return "", ErrRoomNotCreated
 	}
-	return s.once(ctx, kindRepo, repo.Path, viewer, func() (string, error) {
+	// The space first, outside the room's lock: creations never wait for
+	// one another while holding a lock (and its connection).
+	parent, err := s.ownerSpace(ctx, repo.Owner.Path, viewer, token, true)
+	if err != nil {
+		return "", fmt.Errorf("community: the space of %s: %w", repo.Owner.Path, err)
+	}
+	return s.once(ctx, kindRepo, repo.Path, viewer, func(claimID string) (string, error) {
 		// A renamed repository keeps its id, and its room.
 		if c, err := s.hs.DB.CommunityRoomByForgeID(ctx, s.cfg.IDP, kindRepo, repo.ID); err == nil {
+			// The claim on the new path gives way to the moved row.
+			if err := s.hs.DB.AbandonCommunityClaim(ctx, claimID); err != nil {
+				return "", err
+			}
 			return c.RoomID, s.moveRoom(ctx, c, repo)
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return "", err
 		}
-		parent, err := s.ownerSpace(ctx, repo.Owner.Path, viewer, token, true)
-		if err != nil {
-			return "", fmt.Errorf("community: the space of %s: %w", repo.Owner.Path, err)
-		}
-		return s.createRepoRoom(ctx, repo, parent)
+		return s.createRepoRoom(ctx, claimID, repo, parent)
 	})
 }
 
@@ -90,45 +96,81 @@ func (s *Service) ownerSpace(ctx context.Context, path, viewer string, token *oa
 	if !create {
 		return "", ErrRoomNotCreated
 	}
-	return s.once(ctx, kindOwner, owner.Path, viewer, func() (string, error) {
-		parent := ""
-		if i := strings.LastIndex(owner.Path, "/"); i > 0 {
-			if parent, err = s.ownerSpace(ctx, owner.Path[:i], viewer, token, true); err != nil {
-				return "", fmt.Errorf("community: the space of %s: %w", owner.Path[:i], err)
-			}
+	parent := ""
+	if i := strings.LastIndex(owner.Path, "/"); i > 0 {
+		if parent, err = s.ownerSpace(ctx, owner.Path[:i], viewer, token, true); err != nil {
+			return "", fmt.Errorf("community: the space of %s: %w", owner.Path[:i], err)
 		}
-		return s.createOwnerSpace(ctx, owner, parent)
+	}
+	return s.once(ctx, kindOwner, owner.Path, viewer, func(claimID string) (string, error) {
+		return s.createOwnerSpace(ctx, claimID, owner, parent)
 	})
 }
 
-// once runs create at most once per path at a time in this process, and,
-// holding the path's advisory lock, only if no process made the room
-// meanwhile. The viewer's creation allowance is spent only by a real
-// creation.
-func (s *Service) once(ctx context.Context, kind, path, viewer string, create func() (string, error)) (string, error) {
+// claimStale is the age after which a creation's claim on a path is
+// presumed dead (its process stopped): creations give up after a minute.
+const claimStale = 2 * time.Minute
+
+// claimPoll is how often a creation waits for another process's to finish.
+const claimPoll = 100 * time.Millisecond
+
+// once runs create at most once per path at a time: one flight per path in
+// this process, and across processes a claim on the path in the database
+// (see storage.ClaimCommunityRoom), re-checked, so that a room made
+// meanwhile is returned instead. create receives the claim to complete.
+// The viewer's creation allowance is spent only by a real creation.
+func (s *Service) once(ctx context.Context, kind, path, viewer string, create func(claimID string) (string, error)) (string, error) {
 	key := kind + ":" + strings.ToLower(path)
 	// The flight outlives one asker's cancelled request: the others
 	// waiting on it still want the room.
 	ch := s.flight.DoChan(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		var roomID string
-		err := s.hs.DB.WithCommunityLock(ctx, s.cfg.IDP+":"+key, func() error {
-			c, err := s.hs.DB.CommunityRoomByPath(ctx, s.cfg.IDP, kind, path)
-			if err == nil {
-				roomID = c.RoomID
-				return nil
+		// Few creations at once: each needs database connections to
+		// write its room.
+		select {
+		case s.creating <- struct{}{}:
+			defer func() { <-s.creating }()
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		claimID := randomToken(12)
+		probe := storage.CommunityRoom{Forge: s.cfg.IDP, Flavour: s.cfg.Forge.Flavour(), Kind: kind, Path: path}
+		for {
+			now := s.cfg.Now()
+			roomID, claimed, err := s.hs.DB.ClaimCommunityRoom(ctx, probe, claimID, now.UnixMilli(), now.Add(-claimStale).UnixMilli())
+			switch {
+			case err != nil:
+				return "", fmt.Errorf("community: claiming %s: %w", path, err)
+			case roomID != "":
+				return roomID, nil
+			case claimed:
+			default:
+				// Another process is creating it.
+				select {
+				case <-time.After(claimPoll):
+					continue
+				case <-ctx.Done():
+					return "", ctx.Err()
+				}
 			}
-			if !errors.Is(err, storage.ErrNotFound) {
-				return err
+			break
+		}
+		abandon := func() {
+			if err := s.hs.DB.AbandonCommunityClaim(context.WithoutCancel(ctx), claimID); err != nil {
+				s.log.Error("abandoning a claim", "path", path, "err", err)
 			}
-			if !s.limit.allow(viewer, s.cfg.CreatePerWindow, s.cfg.CreateWindow, s.cfg.Now()) {
-				return ErrRateLimited
-			}
-			roomID, err = create()
-			return err
-		})
-		return roomID, err
+		}
+		if !s.limit.allow(viewer, s.cfg.CreatePerWindow, s.cfg.CreateWindow, s.cfg.Now()) {
+			abandon()
+			return "", ErrRateLimited
+		}
+		roomID, err := create(claimID)
+		if err != nil {
+			abandon()
+			return "", err
+		}
+		return roomID, nil
 	})
 	select {
 	case res := <-ch:
@@ -143,7 +185,7 @@ func (s *Service) once(ctx context.Context, kind, path, viewer string, create fu
 
 // createRepoRoom creates a repository's room as a child of the space
 // parent.
-func (s *Service) createRepoRoom(ctx context.Context, repo *forge.Repo, parent string) (string, error) {
+func (s *Service) createRepoRoom(ctx context.Context, claimID string, repo *forge.Repo, parent string) (string, error) {
 	c := storage.CommunityRoom{Forge: s.cfg.IDP, Flavour: s.cfg.Forge.Flavour(), Kind: kindRepo, Path: repo.Path,
 		ForgeID: repo.ID, WebURL: repo.WebURL, Private: repo.Private, ParentID: parent}
 	topic := repo.WebURL
@@ -161,24 +203,24 @@ func (s *Service) createRepoRoom(ctx context.Context, repo *forge.Repo, parent s
 			avatar = a.URL
 		}
 	}
-	return s.createRoom(ctx, c, repo.Path, topic, avatar, false)
+	return s.createRoom(ctx, claimID, c, repo.Path, topic, avatar, false)
 }
 
-func (s *Service) createOwnerSpace(ctx context.Context, owner *forge.Owner, parent string) (string, error) {
+func (s *Service) createOwnerSpace(ctx context.Context, claimID string, owner *forge.Owner, parent string) (string, error) {
 	c := storage.CommunityRoom{Forge: s.cfg.IDP, Flavour: s.cfg.Forge.Flavour(), Kind: kindOwner, Path: owner.Path,
 		ForgeID: owner.ID, WebURL: owner.WebURL, Private: owner.Private, ParentID: parent}
 	name := owner.Name
 	if name == "" {
 		name = owner.Path
 	}
-	return s.createRoom(ctx, c, name, owner.WebURL, s.copyAvatar(ctx, owner.AvatarURL), true)
+	return s.createRoom(ctx, claimID, c, name, owner.WebURL, s.copyAvatar(ctx, owner.AvatarURL), true)
 }
 
 // createRoom creates a room or space for an association, then its alias,
-// directory entry, place in the parent space, and the association row —
-// the row last, so that a failure before it leaves a room nobody finds
-// rather than an association to a broken room.
-func (s *Service) createRoom(ctx context.Context, c storage.CommunityRoom, name, topic, avatar string, space bool) (string, error) {
+// directory entry, place in the parent space, and completes the claim with
+// the association — last, so that a failure before it leaves a room nobody
+// finds rather than an association to a broken room.
+func (s *Service) createRoom(ctx context.Context, claimID string, c storage.CommunityRoom, name, topic, avatar string, space bool) (string, error) {
 	v, err := event.Version(event.DefaultRoomVersion)
 	if err != nil {
 		return "", err
@@ -262,7 +304,7 @@ func (s *Service) createRoom(ctx context.Context, c storage.CommunityRoom, name,
 			return "", fmt.Errorf("community: adding %s to its space: %w", roomID, err)
 		}
 	}
-	if err := s.hs.DB.AddCommunityRoom(ctx, c, s.nowMS()); err != nil {
+	if err := s.hs.DB.CompleteCommunityClaim(ctx, claimID, c); err != nil {
 		return "", fmt.Errorf("community: recording the room of %s: %w", c.Path, err)
 	}
 	s.log.Info("created a room on demand", "kind", c.Kind, "path", c.Path, "room_id", roomID, "private", c.Private)

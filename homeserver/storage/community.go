@@ -6,8 +6,7 @@ package storage
 import (
 	"context"
 	"errors"
-	"fmt"
-	"hash/fnv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -41,7 +40,7 @@ func scanCommunityRoom(row pgx.Row) (*CommunityRoom, error) {
 // case-insensitively).
 func (db *DB) CommunityRoomByPath(ctx context.Context, forge, kind, path string) (*CommunityRoom, error) {
 	return scanCommunityRoom(db.Pool.QueryRow(ctx, `SELECT `+communityRoomColumns+` FROM community_rooms
-		WHERE forge = $1 AND kind = $2 AND path_key = lower($3)`, forge, kind, path))
+		WHERE forge = $1 AND kind = $2 AND path_key = lower($3) AND NOT starts_with(room_id, 'pending:')`, forge, kind, path))
 }
 
 // CommunityRoomByID finds a room's association; ErrNotFound for rooms
@@ -54,7 +53,7 @@ func (db *DB) CommunityRoomByID(ctx context.Context, roomID string) (*CommunityR
 // its id when renamed.
 func (db *DB) CommunityRoomByForgeID(ctx context.Context, forge, kind string, forgeID int64) (*CommunityRoom, error) {
 	return scanCommunityRoom(db.Pool.QueryRow(ctx, `SELECT `+communityRoomColumns+` FROM community_rooms
-		WHERE forge = $1 AND kind = $2 AND forge_id = $3 ORDER BY created_ts LIMIT 1`, forge, kind, forgeID))
+		WHERE forge = $1 AND kind = $2 AND forge_id = $3 AND NOT starts_with(room_id, 'pending:') ORDER BY created_ts LIMIT 1`, forge, kind, forgeID))
 }
 
 // MoveCommunityRoom records a room's new forge path and web URL (a rename
@@ -91,41 +90,57 @@ func (db *DB) DeleteCommunityWebhook(ctx context.Context, roomID, hookID string)
 	return err
 }
 
-// AddCommunityRoom records a new association. ErrExists: the path has a
-// room already.
-func (db *DB) AddCommunityRoom(ctx context.Context, c CommunityRoom, nowMS int64) error {
-	_, err := db.Pool.Exec(ctx, `INSERT INTO community_rooms (room_id, forge, flavour, kind, path, path_key, forge_id, web_url, private, parent_id, created_ts)
-		VALUES ($1, $2, $3, $4, $5, lower($5), $6, $7, $8, NULLIF($9, ''), $10)`,
-		c.RoomID, c.Forge, c.Flavour, c.Kind, c.Path, c.ForgeID, c.WebURL, c.Private, c.ParentID, nowMS)
-	if isUniqueViolation(err) {
-		return ErrExists
+// Claims. A creation first claims its path with a placeholder row whose
+// room_id is "pending:<claim id>" (real room IDs start with '!'); the unique
+// (forge, kind, path_key) lets one claim win across processes, without
+// holding a connection or a lock while the room is made. The winner
+// completes the row with the room, or abandons it; a claim older than
+// staleBeforeMS (its process died) may be taken over.
+
+const pendingPrefix = "pending:"
+
+// ClaimCommunityRoom claims c's path for a creation. It returns the room
+// when the path has one, claimed when the caller won and must create it,
+// or neither when another creation is under way (ask again shortly).
+func (db *DB) ClaimCommunityRoom(ctx context.Context, c CommunityRoom, claimID string, nowMS, staleBeforeMS int64) (roomID string, claimed bool, err error) {
+	_, err = db.Pool.Exec(ctx, `DELETE FROM community_rooms WHERE forge = $1 AND kind = $2 AND path_key = lower($3)
+		AND starts_with(room_id, 'pending:') AND created_ts < $4`, c.Forge, c.Kind, c.Path, staleBeforeMS)
+	if err != nil {
+		return "", false, err
+	}
+	tag, err := db.Pool.Exec(ctx, `INSERT INTO community_rooms (room_id, forge, flavour, kind, path, path_key, forge_id, web_url, private, created_ts)
+		VALUES ($1, $2, $3, $4, $5, lower($5), 0, '', false, $6) ON CONFLICT (forge, kind, path_key) DO NOTHING`,
+		pendingPrefix+claimID, c.Forge, c.Flavour, c.Kind, c.Path, nowMS)
+	if err != nil {
+		return "", false, err
+	}
+	if tag.RowsAffected() == 1 {
+		return "", true, nil
+	}
+	err = db.Pool.QueryRow(ctx, `SELECT room_id FROM community_rooms WHERE forge = $1 AND kind = $2 AND path_key = lower($3)`,
+		c.Forge, c.Kind, c.Path).Scan(&roomID)
+	if errors.Is(err, pgx.ErrNoRows) || strings.HasPrefix(roomID, pendingPrefix) {
+		return "", false, nil // pending, or abandoned just now
+	}
+	return roomID, false, err
+}
+
+// CompleteCommunityClaim turns a claim into the association of the room
+// made. ErrNotFound: the claim was taken over as stale meanwhile.
+func (db *DB) CompleteCommunityClaim(ctx context.Context, claimID string, c CommunityRoom) error {
+	tag, err := db.Pool.Exec(ctx, `UPDATE community_rooms SET room_id = $2, path = $3, path_key = lower($3), forge_id = $4,
+		web_url = $5, private = $6, parent_id = NULLIF($7, '') WHERE room_id = $1`,
+		pendingPrefix+claimID, c.RoomID, c.Path, c.ForgeID, c.WebURL, c.Private, c.ParentID)
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrNotFound
 	}
 	return err
 }
 
-// WithCommunityLock runs f holding a PostgreSQL advisory lock named by key,
-// so that one process at a time creates the room of a given forge path,
-// whichever process the requests reached.
-func (db *DB) WithCommunityLock(ctx context.Context, key string, f func() error) error {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte("community:" + key))
-	lock := int64(h.Sum64())
-	conn, err := db.Pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("community lock: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lock); err != nil {
-		return fmt.Errorf("community lock: %w", err)
-	}
-	defer func() {
-		// A cancelled ctx must not leave the lock held on a pooled
-		// connection.
-		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, lock); err != nil {
-			_ = conn.Conn().Close(context.WithoutCancel(ctx)) // closing drops the lock
-		}
-	}()
-	return f()
+// AbandonCommunityClaim drops a claim whose creation failed.
+func (db *DB) AbandonCommunityClaim(ctx context.Context, claimID string) error {
+	_, err := db.Pool.Exec(ctx, `DELETE FROM community_rooms WHERE room_id = $1`, pendingPrefix+claimID)
+	return err
 }
 
 // CommunityWebhook is a webhook set up for a room.

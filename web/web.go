@@ -516,7 +516,8 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 		return
 	}
 	v.Messages = l.html
-	if len(snap.Events) > 0 && snap.Events[0].Pos > 1 {
+	// Floor 0: the snapshot holds the room's whole readable history.
+	if len(snap.Events) > 0 && snap.Floor > 0 {
 		v.Older = "?before=" + strconv.FormatInt(snap.Events[0].Pos, 10)
 	}
 	w.Header().Set("Cache-Control", "no-cache")

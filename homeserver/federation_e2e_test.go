@@ -658,3 +658,42 @@ func TestFederationKnockAndRestrictedJoin(t *testing.T) {
 	bob.send(restricted, text("in by the space"))
 	waitFor(t, alice, restricted, func(got []string) bool { return slices.Contains(got, "in by the space") })
 }
+
+// A gap wider than get_missing_events fills: the oldest event fetched gets
+// its state from /state_ids, and everything after it is placed.
+func TestFederationWideGapTakesState(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	bob := b.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+	b.hs.Federation.Sender.Stop()
+	ctx := context.Background()
+	prev := ""
+	var last *event.Event
+	for i := range 30 {
+		var prevs []string
+		if prev != "" {
+			prevs = []string{prev}
+		}
+		ev := forge(t, a, roomID, bob.UserID, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"wide %d"}`, i), b.name, b.hs.Key, b.hs.DB, prevs...)
+		if _, err := b.hs.Rooms.Receive(ctx, b.name, roomID, ev.JSON()); err != nil {
+			t.Fatal(err)
+		}
+		prev, last = ev.ID(), ev
+	}
+	out, err := sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{last.JSON()}})
+	if err != nil || pduResult(t, out, last.ID()) != "" {
+		t.Fatalf("%v %v", out, err)
+	}
+	got := waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "wide 29") })
+	if !slices.Contains(got, "wide 10") {
+		t.Fatalf("the fetched stretch is missing: %q", got)
+	}
+	// The room goes on: alice's next message follows bob's last.
+	alice.send(roomID, text("after the gap"))
+	if latest, _ := a.hs.Rooms.LatestEventID(ctx, roomID); latest == last.ID() {
+		t.Fatal("alice's message did not become the extremity")
+	}
+}

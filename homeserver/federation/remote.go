@@ -278,3 +278,15 @@ func (f fetcher) Backfill(ctx context.Context, server, roomID string, from []str
 func (r Remote) Backfill(ctx context.Context, roomID string, limit int) (int, error) {
 	return r.s.locals.Rooms.Backfill(ctx, roomID, limit)
 }
+
+func (f fetcher) StateIDs(ctx context.Context, server, roomID, eventID string) (state, authChain []string, err error) {
+	var resp struct {
+		PDUIDs       []string `json:"pdu_ids"`
+		AuthChainIDs []string `json:"auth_chain_ids"`
+	}
+	uri := "/_matrix/federation/v1/state_ids/" + url.PathEscape(roomID) + "?event_id=" + url.QueryEscape(eventID)
+	if err := f.c.DoJSON(ctx, server, http.MethodGet, uri, nil, &resp, true); err != nil {
+		return nil, nil, err
+	}
+	return resp.PDUIDs, resp.AuthChainIDs, nil
+}

@@ -376,6 +376,13 @@ func (s *Service) fetchState(ctx context.Context, origin string, r *roomEntry, e
 	r.smu.RLock()
 	row := r.row
 	r.smu.RUnlock()
+	if sf, ok := s.fetch.(StateIDFetcher); ok {
+		st, err := s.fetchStateByIDs(ctx, sf, origin, row, ev)
+		if err == nil {
+			return st, nil
+		}
+		slog.Info("federation: state by IDs failed, asking for it whole", "origin", origin, "event", ev.ID(), "err", err)
+	}
 	stateRaw, chainRaw, err := s.fetch.State(ctx, origin, ev.RoomID(), ev.ID())
 	if err != nil {
 		return nil, err
@@ -384,6 +391,72 @@ func (s *Service) fetchState(ctx context.Context, origin string, r *roomEntry, e
 		return nil, fmt.Errorf("state of %d events is too large", len(stateRaw)+len(chainRaw))
 	}
 	return s.placeState(ctx, row, stateRaw, chainRaw)
+}
+
+// StateIDFetcher is a Fetcher that can also list a state by event IDs
+// (/state_ids), so that only the events we lack are fetched.
+type StateIDFetcher interface {
+	StateIDs(ctx context.Context, server, roomID, eventID string) (state, authChain []string, err error)
+}
+
+// maxStateFetch bounds the events fetched one by one for a state; past it
+// the whole state is asked for at once.
+const maxStateFetch = 100
+
+// fetchStateByIDs gets the state before ev from its IDs, fetching only the
+// events we do not have, each checked like any received event.
+func (s *Service) fetchStateByIDs(ctx context.Context, sf StateIDFetcher, origin string, row *storage.Room, ev *event.Event) (map[event.TypeKey]stateItem, error) {
+	stateIDs, chainIDs, err := sf.StateIDs(ctx, origin, ev.RoomID(), ev.ID())
+	if err != nil {
+		return nil, err
+	}
+	if len(stateIDs)+len(chainIDs) > maxStateEvents {
+		return nil, fmt.Errorf("state of %d events is too large", len(stateIDs)+len(chainIDs))
+	}
+	all := append(slices.Clone(stateIDs), chainIDs...)
+	known, err := s.db.EventNIDs(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	fetched := map[string]*event.Event{}
+	for _, eid := range all {
+		if _, ok := known[eid]; ok || fetched[eid] != nil {
+			continue
+		}
+		if len(fetched) >= maxStateFetch {
+			return nil, fmt.Errorf("more than %d state events to fetch", maxStateFetch)
+		}
+		raw, err := s.fetch.Event(ctx, origin, eid)
+		if err != nil {
+			return nil, err
+		}
+		e, err := s.CheckPDU(ctx, row.Version, raw)
+		if err != nil {
+			return nil, err
+		}
+		if e.ID() != eid || e.RoomID() != row.RoomID {
+			return nil, fmt.Errorf("%w: %s answered another event for %s", ErrBadEvent, origin, eid)
+		}
+		fetched[eid] = e
+	}
+	if len(fetched) > 0 {
+		if err := s.storeOutliers(ctx, row, fetched); err != nil {
+			return nil, err
+		}
+	}
+	stored, err := s.db.EventsByID(ctx, stateIDs)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[event.TypeKey]stateItem, len(stored))
+	for _, se := range stored {
+		tk, ok := se.Event.TypeKey()
+		if !ok || se.Rejected || se.Event.RoomID() != row.RoomID {
+			continue
+		}
+		out[tk] = stateItem{nid: se.NID, ev: se.Event}
+	}
+	return out, nil
 }
 
 // placeState checks and stores a state and its auth chain as outliers and

@@ -3,8 +3,8 @@
 -- the activity those webhooks reported.
 --
 -- One row per room community created. (forge, kind, path_key) is unique:
--- it is what makes "create once" hold across processes, together with an
--- advisory lock taken around the creation.
+-- it is what makes "create once" hold across processes: a creation first
+-- inserts a claim (room_id 'pending:<id>'), then completes it with the room.
 CREATE TABLE community_rooms (
     room_id     TEXT PRIMARY KEY,
     forge       TEXT NOT NULL,         -- the identity provider's id: github, gitlab, demo

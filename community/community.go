@@ -18,9 +18,10 @@
 // resolver; federation's /query/directory asks the same way), but only if
 // the forge says the repository exists and the asker may see it. An
 // anonymous page visit creates nothing (ErrRoomNotCreated). Creation is
-// idempotent: one in-process flight per path, and a PostgreSQL advisory
-// lock with a re-check across processes. Creations are limited per user
-// (CreatePerWindow per CreateWindow).
+// idempotent: one in-process flight per path, and across processes a claim
+// on the path in the database that one creation wins (the others wait for
+// its room). Creations are limited per user (CreatePerWindow per
+// CreateWindow).
 //
 // The service account (@plaza:SERVER by default) creates every room and
 // space, so it is the room's creator: in room version 12 creators rank

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"plaza/homeserver/canonicaljson"
@@ -304,36 +305,46 @@ func (s *Service) localKeys(ctx context.Context, viewer string, users []string, 
 }
 
 // remoteKeys asks other servers for their users' keys through the
-// federation hook, recording the servers it cannot reach as failures.
+// federation hook, all at once, recording the servers it cannot reach as
+// failures: one slow server costs the wait for it, not its turn in a line.
 func (s *Service) remoteKeys(ctx context.Context, remote map[string]map[string][]string, wait time.Duration, resp *queryResponse) {
+	var mu gosync.Mutex
+	var wg gosync.WaitGroup
 	for server, users := range remote {
 		if s.cfg.Federation == nil {
 			resp.Failures[server] = unreachable("federation is not available on this server")
 			continue
 		}
-		qctx, cancel := context.WithTimeout(ctx, wait)
-		keys, err := s.cfg.Federation.QueryKeys(qctx, server, users)
-		cancel()
-		if err != nil {
-			resp.Failures[server] = unreachable(err.Error())
-			continue
-		}
-		for u, devs := range keys.DeviceKeys {
-			if _, asked := users[u]; asked {
-				resp.DeviceKeys[u] = devs
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			qctx, cancel := context.WithTimeout(ctx, wait)
+			keys, err := s.cfg.Federation.QueryKeys(qctx, server, users)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				resp.Failures[server] = unreachable(err.Error())
+				return
 			}
-		}
-		for u, k := range keys.MasterKeys {
-			if _, asked := users[u]; asked {
-				resp.MasterKeys[u] = k
+			for u, devs := range keys.DeviceKeys {
+				if _, asked := users[u]; asked {
+					resp.DeviceKeys[u] = devs
+				}
 			}
-		}
-		for u, k := range keys.SelfSigningKeys {
-			if _, asked := users[u]; asked {
-				resp.SelfSigningKeys[u] = k
+			for u, k := range keys.MasterKeys {
+				if _, asked := users[u]; asked {
+					resp.MasterKeys[u] = k
+				}
 			}
-		}
+			for u, k := range keys.SelfSigningKeys {
+				if _, asked := users[u]; asked {
+					resp.SelfSigningKeys[u] = k
+				}
+			}
+		}()
 	}
+	wg.Wait()
 }
 
 // unreachable is a failures entry, in the shape Synapse uses.
@@ -403,24 +414,33 @@ func (s *Service) claimKeys(w http.ResponseWriter, r *http.Request) {
 		keys[k.UserID][k.DeviceID] = map[string]json.RawMessage{k.Algorithm + ":" + k.KeyID: k.JSON}
 	}
 	failures := map[string]any{}
+	var mu gosync.Mutex
+	var wg gosync.WaitGroup
 	for server, asked := range remote {
 		if s.cfg.Federation == nil {
 			failures[server] = unreachable("federation is not available on this server")
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, timeout(req.Timeout))
-		got, err := s.cfg.Federation.ClaimKeys(cctx, server, asked)
-		cancel()
-		if err != nil {
-			failures[server] = unreachable(err.Error())
-			continue
-		}
-		for u, devs := range got {
-			if _, ok := asked[u]; ok {
-				keys[u] = devs
+		wg.Add(1)
+		go func() { // all servers at once, as for /keys/query
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, timeout(req.Timeout))
+			got, err := s.cfg.Federation.ClaimKeys(cctx, server, asked)
+			cancel()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failures[server] = unreachable(err.Error())
+				return
 			}
-		}
+			for u, devs := range got {
+				if _, ok := asked[u]; ok {
+					keys[u] = devs
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	httpapi.Respond(w, http.StatusOK, map[string]any{"one_time_keys": keys, "failures": failures})
 }
 

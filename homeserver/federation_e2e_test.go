@@ -697,3 +697,41 @@ func TestFederationWideGapTakesState(t *testing.T) {
 		t.Fatal("alice's message did not become the extremity")
 	}
 }
+
+func TestFederationACLAndRateLimit(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	bob := b.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+	b.hs.Federation.Sender.Stop()
+	host, _, _ := net.SplitHostPort(b.name)
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.server_acl/", map[string]any{
+		"allow": []string{"*"}, "deny": []string{host}, "allow_ip_literals": true})
+	ev := forge(t, a, roomID, bob.UserID, "m.room.message", nil, `{"msgtype":"m.text","body":"denied"}`, b.name, b.hs.Key, nil)
+	out, err := sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{ev.JSON()}})
+	if err != nil || pduResult(t, out, ev.ID()) == "" {
+		t.Fatalf("a PDU from a denied server: %v %v", out, err)
+	}
+	if se, err := a.hs.DB.EventByID(context.Background(), ev.ID()); err == nil {
+		t.Fatalf("stored: %+v", se)
+	}
+	var ignored json.RawMessage
+	err = b.hs.Federation.Client.DoJSON(context.Background(), a.name, "GET",
+		"/_matrix/federation/v1/state_ids/"+url.PathEscape(roomID)+"?event_id="+url.QueryEscape(ev.ID()), nil, &ignored, true)
+	if re := (*federation.RemoteError)(nil); !errors.As(err, &re) || re.Status != 403 {
+		t.Fatalf("state_ids from a denied server: %v", err)
+	}
+
+	// A flood of transactions from one server is slowed down.
+	limited := false
+	for i := 0; i < 150 && !limited; i++ {
+		_, err := sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": []json.RawMessage{}})
+		var re *federation.RemoteError
+		limited = errors.As(err, &re) && re.Status == 429 && re.ErrCode == "M_LIMIT_EXCEEDED"
+	}
+	if !limited {
+		t.Fatal("150 transactions in a row were never rate limited")
+	}
+}

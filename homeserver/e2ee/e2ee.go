@@ -29,10 +29,13 @@
 // one long-poll of any user; it is never lost, because the queue is written
 // in the same transaction as the deletion.
 //
-// Only local users are served for now. Remote users go through the
-// Federation hook, which is nil until federation exists: their keys are then
-// reported as failures of /keys/query and /keys/claim, and to-device
-// messages to them are dropped.
+// Remote users go through the Federation hook (the federation package, set
+// with SetFederation): their keys are asked of their servers at each
+// /keys/query and /keys/claim (servers that do not answer are listed under
+// failures), to-device messages to them are queued as EDUs, and local users'
+// device-list changes are announced to the servers they share rooms with.
+// Remote users' changes arrive through NoteRemoteDeviceListChange and
+// ReceiveToDevice. Without the hook, remote users are unreachable.
 package e2ee
 
 import (

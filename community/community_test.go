@@ -419,6 +419,15 @@ func TestPrivateRepoRoom(t *testing.T) {
 	if got := levels(a, roomID)[a.UserID]; got != float64(50) {
 		t.Errorf("alice (push access) has level %v", got)
 	}
+	// The public org space does not list it; the room names its space.
+	space, _ := e.svc.RepoRoom(context.Background(), "acme", "")
+	carol.join(space)
+	if r := carol.must("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(space)+"/state", nil); strings.Contains(string(r.Raw), roomID) || !strings.Contains(string(r.Raw), "m.space") {
+		t.Error("the public space lists the private repository's room")
+	}
+	if _, ok := a.state(roomID, "m.space.parent", space)["via"]; !ok {
+		t.Error("the private room does not name its space")
+	}
 	// Still hidden from those without access, and the room refuses them.
 	e.anon().fails(404, "M_NOT_FOUND", "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), nil)
 	b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
@@ -892,6 +901,11 @@ func TestRepositoryMadePrivate(t *testing.T) {
 	membership := func(c *client) string {
 		r := a.do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.member/"+url.PathEscape(c.UserID), nil)
 		return r.str("membership")
+	}
+	space, _ := e.svc.RepoRoom(context.Background(), "acme", "")
+	a.join(space)
+	if got := a.state(space, "m.space.child", roomID); len(got) != 0 {
+		t.Errorf("the space still lists the room: %v", got)
 	}
 	waitFor(t, "bob and carol to be removed", func() bool { return membership(b) == "leave" && membership(carol) == "leave" })
 	if membership(a) != "join" {

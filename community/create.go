@@ -297,18 +297,34 @@ func (s *Service) createRoom(ctx context.Context, claimID string, c storage.Comm
 			return "", fmt.Errorf("community: publishing %s: %w", roomID, err)
 		}
 	}
-	if c.ParentID != "" {
-		sk := roomID
-		child := map[string]any{"via": []string{server}, "suggested": !c.Private}
-		if _, err := s.hs.Rooms.Send(ctx, c.ParentID, room.Request{Sender: s.bot, Type: "m.space.child", StateKey: &sk, Content: mustJSON(child)}); err != nil {
-			return "", fmt.Errorf("community: adding %s to its space: %w", roomID, err)
-		}
+	if err := s.setChild(ctx, c.ParentID, roomID, !c.Private); err != nil {
+		return "", err
 	}
 	if err := s.hs.DB.CompleteCommunityClaim(ctx, claimID, c); err != nil {
 		return "", fmt.Errorf("community: recording the room of %s: %w", c.Path, err)
 	}
 	s.log.Info("created a room on demand", "kind", c.Kind, "path", c.Path, "room_id", roomID, "private", c.Private)
 	return roomID, nil
+}
+
+// setChild lists a room in its parent space, or takes it out. A private
+// repository's room is not listed: the space is public, and its children
+// would tell everyone that the private repository exists. (The room still
+// names its space in m.space.parent, which only its members see.)
+func (s *Service) setChild(ctx context.Context, spaceID, roomID string, listed bool) error {
+	if spaceID == "" {
+		return nil
+	}
+	content := map[string]any{}
+	if listed {
+		content = map[string]any{"via": []string{s.hs.Config.ServerName}, "suggested": true}
+	} else if ev, _ := s.hs.Rooms.StateEvent(ctx, spaceID, "m.space.child", roomID); ev == nil {
+		return nil // never listed
+	}
+	if _, err := s.hs.Rooms.Send(ctx, spaceID, room.Request{Sender: s.bot, Type: "m.space.child", StateKey: &roomID, Content: mustJSON(content)}); err != nil {
+		return fmt.Errorf("community: listing %s in its space: %w", roomID, err)
+	}
+	return nil
 }
 
 // moveRoom follows a repository renamed on the forge: the room keeps its
@@ -390,6 +406,9 @@ func (s *Service) followRepository(ctx context.Context, c *storage.CommunityRoom
 		if _, err := s.hs.Rooms.Send(ctx, c.RoomID, room.Request{Sender: s.bot, Type: st.typ, StateKey: new(string), Content: mustJSON(st.content)}); err != nil {
 			return fmt.Errorf("community: changing %s of %s: %w", st.typ, c.RoomID, err)
 		}
+	}
+	if err := s.setChild(ctx, c.ParentID, c.RoomID, !private); err != nil {
+		return err
 	}
 	if !private {
 		if err := s.hs.DB.CreateAlias(ctx, alias, c.RoomID, s.bot); err != nil && !errors.Is(err, storage.ErrExists) {

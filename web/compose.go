@@ -168,6 +168,17 @@ func (s *Service) join(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, httpapi.NotFound("room not found"))
 		return
 	}
+	if gate := s.cfg.JoinGate; gate != nil {
+		if err := gate(r.Context(), roomID, user); err != nil {
+			var herr *httpapi.Error
+			if errors.As(err, &herr) {
+				httpapi.Fail(w, r, herr)
+				return
+			}
+			s.roomFail(w, r, err)
+			return
+		}
+	}
 	c := map[string]string{"membership": "join"}
 	if acct, err := s.hs.DB.AccountByUserID(r.Context(), user); err == nil {
 		if acct.DisplayName != "" {

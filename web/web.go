@@ -76,6 +76,10 @@ type Config struct {
 	// Renderer renders messages (nil: a new one). Pass the one whose Render
 	// the snapshot cache was given as its Render hook.
 	Renderer *Renderer
+	// JoinGate, if set, is asked before the join button joins someone (the
+	// client API's join gate: rooms on demand check the forge and set the
+	// joiner's power level there). An error refuses the join.
+	JoinGate func(ctx context.Context, roomID, userID string) error
 }
 
 // Service serves the web site.

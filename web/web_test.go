@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver"
+	"plaza/homeserver/httpapi"
 	"plaza/homeserver/storage"
 	"plaza/homeserver/storage/storagetest"
 	"plaza/oauth"
@@ -40,13 +41,13 @@ type site struct {
 	handler http.Handler
 }
 
-func newSite(t testing.TB, repos web.RepoRooms) *site {
+func newSite(t testing.TB, repos web.RepoRooms, mutate ...func(*web.Config)) *site {
 	t.Helper()
-	return startSite(t, storagetest.NewDB(t, storage.Migrations()), repos)
+	return startSite(t, storagetest.NewDB(t, storage.Migrations()), repos, mutate...)
 }
 
 // startSite starts a site on a database.
-func startSite(t testing.TB, pool *pgxpool.Pool, repos web.RepoRooms) *site {
+func startSite(t testing.TB, pool *pgxpool.Pool, repos web.RepoRooms, mutate ...func(*web.Config)) *site {
 	t.Helper()
 	hs, err := homeserver.New(context.Background(), homeserver.Config{ServerName: "plaza.test", DataDir: t.TempDir(),
 		Registration: "open", BcryptCost: bcrypt.MinCost}, storage.New(pool))
@@ -62,7 +63,11 @@ func startSite(t testing.TB, pool *pgxpool.Pool, repos web.RepoRooms) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Repos: repos, Renderer: renderer})
+	cfg := web.Config{Sessions: signIn, Repos: repos, Renderer: renderer}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	w, err := web.New(hs, previews.Cache(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,6 +636,36 @@ func TestComposer(t *testing.T) {
 		if got := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || got != want {
 			t.Errorf("Referer %s: %d, redirected to %q, want %q", referer, resp.StatusCode, got, want)
 		}
+	}
+}
+
+func TestJoinAsksTheJoinGate(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int64
+	s := newSite(t, nil, func(c *web.Config) {
+		c.JoinGate = func(_ context.Context, roomID, userID string) error {
+			asked.Add(1)
+			if strings.HasPrefix(userID, "@carol:") {
+				return httpapi.Forbidden("carol may not join")
+			}
+			return nil
+		}
+	})
+	alice := s.register("alice")
+	roomID := alice.createRoom("gated", "Gated", "", "world_readable")
+	join := "/_plaza/rooms/" + url.PathEscape(roomID) + "/join"
+	carol, bob := s.register("carol"), s.register("bob")
+	if status, body, _ := s.post(join, s.session(carol.UserID), s.URL, nil, "application/json"); status != http.StatusForbidden || !strings.Contains(body, "carol may not join") {
+		t.Errorf("a join the gate refuses: %d %s", status, body)
+	}
+	if status, body, _ := s.post(join, s.session(bob.UserID), s.URL, nil, "application/json"); status != http.StatusOK {
+		t.Errorf("a join the gate allows: %d %s", status, body)
+	}
+	if asked.Load() != 2 {
+		t.Errorf("the gate was asked %d times, want 2", asked.Load())
+	}
+	if m, _ := s.hs.Rooms.Membership(context.Background(), roomID, carol.UserID); m != "" {
+		t.Errorf("carol's membership is %q after a refused join", m)
 	}
 }
 

@@ -213,6 +213,25 @@ func TestFederationJoinByAliasAndTalk(t *testing.T) {
 	if !strings.Contains(string(rel.Raw), "fixed") {
 		t.Fatalf("alice's server does not relate the edit: %s", rel.Raw)
 	}
+
+	// bob leaves (b has nobody left in the room), alice talks on, bob
+	// comes back: b joins afresh through a and catches up.
+	bob.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", map[string]any{})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m, _ := a.hs.Rooms.Membership(context.Background(), roomID, bob.UserID); m == "leave" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bob's leave never reached a")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	alice.send(roomID, text("while bob was away"))
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "while bob was away") })
+	bob.send(roomID, text("back"))
+	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "back") })
 }
 
 // forge builds an event of bob's on top of a's view of the room, signed as

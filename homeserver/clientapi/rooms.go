@@ -399,7 +399,15 @@ func (a *API) joinRemote(w http.ResponseWriter, r *http.Request, roomID string, 
 	if a.remote == nil {
 		return false
 	}
-	if _, err := a.rooms.Version(ctx, roomID); !errors.Is(err, room.ErrNotFound) {
+	if _, err := a.rooms.Version(ctx, roomID); err == nil {
+		// A room we have but none of our users is in any more: our copy
+		// is stale, so join through its servers as for a new room.
+		inRoom, err := a.rooms.Servers(ctx, roomID)
+		if err != nil || slices.Contains(inRoom, a.cfg.ServerName) || len(inRoom) == 0 {
+			return false
+		}
+		servers = append(servers, inRoom...)
+	} else if !errors.Is(err, room.ErrNotFound) {
 		return false
 	}
 	rq := requester(r)

@@ -2,12 +2,26 @@
 // middleware and embedded, fingerprinted static assets, and the room page
 // anonymous visitors read — /org/repo and /room/{room ID or alias} — with its
 // live stream (GET /_plaza/rooms/{roomID}/live, Server-Sent Events) and the
-// signed-in members' composer.
+// signed-in members' composer and join button.
+//
+// Endpoints:
+//
+//	GET  /                                  the front page
+//	GET  /{org}/{repo}                      a repository's room (RepoRooms), or "no room yet"
+//	GET  /room/{room ID or alias}           any world-readable room
+//	     ?before=<pos>[&fragment=1]         older messages (a page, or the list items alone)
+//	     ?at=<event ID>                     a message's permalink
+//	GET  /_plaza/rooms/{roomID}/live        Server-Sent Events (see live.go)
+//	POST /_plaza/rooms/{roomID}/send        the composer (form field body, markdown)
+//	POST /_plaza/rooms/{roomID}/join        the join button
+//	GET  /_plaza/static/{name}.{hash}.{ext} assets, cached for a year
 //
 // The room page's first screen is served from the hot-room snapshot cache
-// (peek/snapshot): an anonymous view of a warm room reads no database. The
-// message list is rendered once per snapshot and shared by every viewer; live
-// viewers of a room share one watcher of its snapshots (see hub).
+// (peek/snapshot): an anonymous view of a warm room reads no database. Each
+// event is rendered once, by the cache's Render hook (Renderer.Render); a
+// snapshot's message list is assembled once and shared by every viewer; live
+// viewers of a room share one watcher of its snapshots (see hub). A room
+// that is not world-readable is shown to its members only, from storage.
 //
 // Pages are readable with JavaScript off; the script (static/app.js) only
 // adds live updates, older messages on scroll, local times and a composer

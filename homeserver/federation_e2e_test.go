@@ -754,3 +754,32 @@ func TestFederationACLAndRateLimit(t *testing.T) {
 		t.Fatal("150 transactions in a row were never rate limited")
 	}
 }
+
+// Users of two servers join a room on a third by alias and talk both ways;
+// each server hears of the other's join through the room's server.
+func TestFederationThreeServers(t *testing.T) {
+	ca := newFedCA(t)
+	a, b, c := newFedServer(t, ca), newFedServer(t, ca), newFedServer(t, ca)
+	alice, bob, carol := a.register("alice"), b.register("bob"), c.register("carol")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "room_alias_name": "town"}).str("room_id")
+	alias := url.PathEscape("#town:" + a.name)
+	bob.must("POST", "/_matrix/client/v3/join/"+alias, map[string]any{})
+	carol.must("POST", "/_matrix/client/v3/join/"+alias, map[string]any{})
+	bob.send(roomID, text("bob says hi"))
+	carol.send(roomID, text("carol says hi"))
+	alice.send(roomID, text("alice says hi"))
+	all := func(got []string) bool {
+		return slices.Contains(got, "bob says hi") && slices.Contains(got, "carol says hi") && slices.Contains(got, "alice says hi")
+	}
+	waitFor(t, alice, roomID, all)
+	waitFor(t, bob, roomID, all)
+	waitFor(t, carol, roomID, all)
+	ctx := context.Background()
+	for _, s := range []*fedServer{a, b, c} {
+		for _, u := range []string{alice.UserID, bob.UserID, carol.UserID} {
+			if m, _ := s.hs.Rooms.Membership(ctx, roomID, u); m != "join" {
+				t.Errorf("%s sees %s as %q", s.name, u, m)
+			}
+		}
+	}
+}

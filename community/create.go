@@ -46,13 +46,13 @@ func (s *Service) repoRoom(ctx context.Context, path, viewer string, token *oaut
 	if !create {
 		return "", ErrRoomNotCreated
 	}
-	// The space first, outside the room's lock: creations never wait for
-	// one another while holding a lock (and its connection).
+	// The space first, before the room's claim: a creation never waits
+	// for another while holding one.
 	parent, err := s.ownerSpace(ctx, repo.Owner.Path, viewer, token, true)
 	if err != nil {
 		return "", fmt.Errorf("community: the space of %s: %w", repo.Owner.Path, err)
 	}
-	return s.once(ctx, kindRepo, repo.Path, viewer, func(claimID string) (string, error) {
+	return s.once(ctx, kindRepo, repo.Path, viewer, func(ctx context.Context, claimID string) (string, error) {
 		// A renamed repository keeps its id, and its room.
 		if c, err := s.hs.DB.CommunityRoomByForgeID(ctx, s.cfg.IDP, kindRepo, repo.ID); err == nil {
 			// The claim on the new path gives way to the moved row.
@@ -102,7 +102,7 @@ func (s *Service) ownerSpace(ctx context.Context, path, viewer string, token *oa
 			return "", fmt.Errorf("community: the space of %s: %w", owner.Path[:i], err)
 		}
 	}
-	return s.once(ctx, kindOwner, owner.Path, viewer, func(claimID string) (string, error) {
+	return s.once(ctx, kindOwner, owner.Path, viewer, func(ctx context.Context, claimID string) (string, error) {
 		return s.createOwnerSpace(ctx, claimID, owner, parent)
 	})
 }
@@ -118,8 +118,10 @@ const claimPoll = 100 * time.Millisecond
 // this process, and across processes a claim on the path in the database
 // (see storage.ClaimCommunityRoom), re-checked, so that a room made
 // meanwhile is returned instead. create receives the claim to complete.
-// The viewer's creation allowance is spent only by a real creation.
-func (s *Service) once(ctx context.Context, kind, path, viewer string, create func(claimID string) (string, error)) (string, error) {
+// The viewer's creation allowance is spent only by a real creation. create
+// runs with the flight's own context, which the asker hanging up does not
+// cancel.
+func (s *Service) once(ctx context.Context, kind, path, viewer string, create func(ctx context.Context, claimID string) (string, error)) (string, error) {
 	key := kind + ":" + strings.ToLower(path)
 	// The flight outlives one asker's cancelled request: the others
 	// waiting on it still want the room.
@@ -165,7 +167,7 @@ func (s *Service) once(ctx context.Context, kind, path, viewer string, create fu
 			abandon()
 			return "", ErrRateLimited
 		}
-		roomID, err := create(claimID)
+		roomID, err := create(ctx, claimID)
 		if err != nil {
 			abandon()
 			return "", err

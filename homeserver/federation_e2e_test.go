@@ -783,3 +783,20 @@ func TestFederationThreeServers(t *testing.T) {
 		}
 	}
 }
+
+// Rooms of older versions (IDs with a server name, create events among the
+// auth events) federate too; the room ID's server is enough to join by.
+func TestFederationRoomVersion10(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice, bob := a.register("alice"), b.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "room_version": "10"}).str("room_id")
+	if !strings.HasSuffix(roomID, ":"+a.name) {
+		t.Fatalf("room ID %s", roomID)
+	}
+	bob.must("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+	bob.send(roomID, text("v10 from b"))
+	alice.send(roomID, text("v10 from a"))
+	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "v10 from b") })
+	waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "v10 from a") })
+}

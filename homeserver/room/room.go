@@ -66,7 +66,14 @@ type Service struct {
 	visGen map[string]uint64                 // room → changes seen
 }
 
-// Notification tells subscribers about events just persisted in one room.
+// Notification tells subscribers about events just persisted in one room:
+// local events and events received over federation alike. A subscriber
+// tells them apart by the sender's server: id.ServerOf(ev.Sender()) is
+// ServerName() only for events this server made (a received event must
+// carry its sender's server's signature, which for our users only we can
+// make). Events of local users in rooms we are not in (a knock, a rejected
+// invite, already delivered through make_/send_) come too, for /sync; such
+// rooms are not loaded (Version returns ErrNotFound).
 type Notification struct {
 	RoomID string
 	Events []*storage.StoredEvent

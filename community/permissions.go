@@ -184,7 +184,11 @@ func (s *Service) gateJoin(ctx context.Context, roomID, userID string) error {
 		}
 	}
 	if known && c.Kind == kindRepo {
-		return s.setLevel(ctx, roomID, userID, levelOf(access))
+		// A level that could not be written is retried at the next join
+		// or webhook; it is no reason to refuse the join.
+		if err := s.setLevel(ctx, roomID, userID, levelOf(access)); err != nil {
+			s.log.Warn("setting a joiner's level from the forge", "room_id", roomID, "user_id", userID, "err", err)
+		}
 	}
 	return nil
 }

@@ -800,3 +800,43 @@ func TestFederationRoomVersion10(t *testing.T) {
 	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "v10 from b") })
 	waitFor(t, bob, roomID, func(got []string) bool { return slices.Contains(got, "v10 from a") })
 }
+
+// Malformed and unauthorised requests to the join, invite and read
+// endpoints get the spec's errors.
+func TestFederationEndpointErrors(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice := a.register("alice")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	ctx := context.Background()
+	call := func(method, path string, body any) error {
+		var ignored json.RawMessage
+		return b.hs.Federation.Client.DoJSON(ctx, a.name, method, path, body, &ignored, true)
+	}
+	want := func(err error, status int, code string) {
+		t.Helper()
+		var re *federation.RemoteError
+		if !errors.As(err, &re) || re.Status != status || re.ErrCode != code {
+			t.Fatalf("got %v, want %d %s", err, status, code)
+		}
+	}
+	room := url.PathEscape(roomID)
+	bobID := url.PathEscape("@bob:" + b.name)
+	want(call("GET", "/_matrix/federation/v1/make_join/"+room+"/"+bobID+"?ver=1", nil), 400, "M_INCOMPATIBLE_ROOM_VERSION")
+	want(call("GET", "/_matrix/federation/v1/make_join/"+room+"/"+url.PathEscape(alice.UserID)+"?ver=12", nil), 403, "M_FORBIDDEN")
+	want(call("GET", "/_matrix/federation/v1/make_join/"+url.PathEscape("!nope:"+a.name)+"/"+bobID+"?ver=12", nil), 404, "M_NOT_FOUND")
+	want(call("PUT", "/_matrix/federation/v2/send_join/"+room+"/$x", []byte(`{"type":"m.room.member"}`)), 400, "M_BAD_JSON")
+	want(call("GET", "/_matrix/federation/v1/event/"+url.PathEscape("$unknown"), nil), 404, "M_NOT_FOUND")
+	// b has nobody in the room: it may not read it.
+	latest, _ := a.hs.Rooms.LatestEventID(ctx, roomID)
+	want(call("GET", "/_matrix/federation/v1/state_ids/"+room+"?event_id="+url.QueryEscape(latest), nil), 403, "M_FORBIDDEN")
+	want(call("GET", "/_matrix/federation/v1/event/"+url.PathEscape(latest), nil), 403, "M_FORBIDDEN")
+	want(call("POST", "/_matrix/federation/v1/get_missing_events/"+room, map[string]any{"latest_events": "x"}), 400, "M_BAD_JSON")
+	want(call("GET", "/_matrix/federation/v1/backfill/"+room+"?limit=x", nil), 400, "M_INVALID_PARAM")
+	want(call("PUT", "/_matrix/federation/v2/invite/"+room+"/$x", map[string]any{"room_version": "0", "event": map[string]any{}}), 400, "M_INCOMPATIBLE_ROOM_VERSION")
+	want(call("PUT", "/_matrix/federation/v2/invite/"+room+"/$x", map[string]any{"room_version": "12", "event": map[string]any{}}), 400, "M_BAD_JSON")
+	// After the failures the room is as it was.
+	if now, _ := a.hs.Rooms.LatestEventID(ctx, roomID); now != latest {
+		t.Fatal("a failed request changed the room")
+	}
+}

@@ -276,6 +276,19 @@ func (c *Cache) Get(ctx context.Context, roomID string) (*Snapshot, error) {
 	return e.snap, nil
 }
 
+// Membership returns a user's current membership in a cached room ("" if
+// none) from memory, and false when the cache cannot tell (the room is not
+// cached, or its memberships are still being read after a cold load).
+func (c *Cache) Membership(roomID, userID string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[roomID]
+	if e == nil || e.memberships == nil {
+		return "", false
+	}
+	return e.memberships[userID], true
+}
+
 // Len returns how many rooms are cached and their estimated bytes.
 func (c *Cache) Len() (rooms int, bytes int64) {
 	c.mu.Lock()

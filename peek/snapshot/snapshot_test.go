@@ -356,6 +356,15 @@ func TestColdLoadReadsOnlyWhatItShows(t *testing.T) {
 			t.Fatalf("joined: snapshot %d, storage %d", s.Summary.JoinedMembers, joined)
 		}
 	}
+	// Memberships are answered from memory once read.
+	for user, want := range map[string]string{bob: "leave", carol: "join", alice: "join", "@nobody:plaza.test": ""} {
+		if m, ok := c.Membership(roomID, user); !ok || m != want {
+			t.Errorf("Membership(%s) = %q, %v; want %q", user, m, ok, want)
+		}
+	}
+	if _, ok := c.Membership("!notcached:plaza.test", alice); ok {
+		t.Error("Membership answered for a room the cache does not hold")
+	}
 }
 
 // TestColdLoadFollowsHistoryVisibility: a cold load judges each event by the

@@ -39,6 +39,16 @@ type SenderConfig struct {
 	// Timeout bounds one /send exchange: a slow destination holds a
 	// concurrency slot no longer than this.
 	Timeout time.Duration
+	// TxnRate and TxnBurst pace the transactions to one destination (a
+	// token bucket): receivers limit transactions per origin (Plaza: 20/s),
+	// and a busy room sent event by event would run into that limit and
+	// wait out a 429. Paced, events that arrive meanwhile share the next
+	// transaction instead.
+	TxnRate  float64
+	TxnBurst int
+	// RateLimitedWait is the pause after a 429 (not a failure: no backoff
+	// grows from it).
+	RateLimitedWait time.Duration
 }
 
 // Sender defaults.
@@ -49,6 +59,9 @@ const (
 	defaultMinBackoff  = time.Second
 	defaultMaxBackoff  = time.Hour
 	defaultSendTimeout = time.Minute
+	defaultTxnRate     = 15
+	defaultTxnBurst    = 30
+	defaultRateLimited = time.Second
 )
 
 // Sender delivers PDUs and EDUs to other servers in /send transactions. Each
@@ -86,6 +99,9 @@ type destination struct {
 	retryAt  time.Time
 	stored   bool
 	timer    *time.Timer
+	// The pacing bucket: tokens left as of last.
+	tokens float64
+	last   time.Time
 }
 
 func newSender(origin string, db *storage.DB, client *Client, now func() time.Time) *Sender {
@@ -104,6 +120,9 @@ func (s *Sender) Start(ctx context.Context, cfg SenderConfig, rooms Rooms) error
 	cfg.MinBackoff = orDefault(cfg.MinBackoff, defaultMinBackoff)
 	cfg.MaxBackoff = orDefault(cfg.MaxBackoff, defaultMaxBackoff)
 	cfg.Timeout = orDefault(cfg.Timeout, defaultSendTimeout)
+	cfg.TxnRate = orDefault(cfg.TxnRate, defaultTxnRate)
+	cfg.TxnBurst = orDefault(cfg.TxnBurst, defaultTxnBurst)
+	cfg.RateLimitedWait = orDefault(cfg.RateLimitedWait, defaultRateLimited)
 	backoffs, err := s.db.DestinationBackoffs(ctx)
 	if err != nil {
 		return fmt.Errorf("federation sender: %w", err)
@@ -139,7 +158,7 @@ func (s *Sender) Start(ctx context.Context, cfg SenderConfig, rooms Rooms) error
 	return nil
 }
 
-func orDefault[T int | time.Duration](v, d T) T {
+func orDefault[T int | float64 | time.Duration](v, d T) T {
 	if v <= 0 {
 		return d
 	}
@@ -351,7 +370,7 @@ func (s *Sender) kick(dest string) {
 		d.again = true
 		return
 	}
-	if wait := d.retryAt.Sub(s.now()); d.failures > 0 && wait > 0 {
+	if wait := d.retryAt.Sub(s.now()); wait > 0 { // backing off, or paused by a 429
 		if d.timer == nil {
 			d.timer = time.AfterFunc(wait, func() { s.retry(dest) })
 		}
@@ -402,11 +421,45 @@ func (s *Sender) run(dest string) {
 	}
 	defer func() { <-s.sem }()
 	for {
+		if !s.pace(dest) {
+			s.finish(dest, nil)
+			return
+		}
 		more, err := s.sendBatch(dest)
 		if err != nil || !more && !s.takeAgain(dest) {
 			s.finish(dest, err)
 			return
 		}
+	}
+}
+
+// pace waits for dest's next transaction token; false if stopping.
+func (s *Sender) pace(dest string) bool {
+	s.mu.Lock()
+	d := s.dests[dest]
+	now := s.now()
+	if d.last.IsZero() {
+		d.tokens = float64(s.cfg.TxnBurst)
+	} else {
+		d.tokens = min(float64(s.cfg.TxnBurst), d.tokens+now.Sub(d.last).Seconds()*s.cfg.TxnRate)
+	}
+	d.last = now
+	var wait time.Duration
+	if d.tokens < 1 {
+		wait = time.Duration((1 - d.tokens) / s.cfg.TxnRate * float64(time.Second))
+	}
+	d.tokens-- // may go below zero: the wait below pays it back
+	s.mu.Unlock()
+	if wait <= 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
 	}
 }
 
@@ -433,6 +486,18 @@ func (s *Sender) finish(dest string, err error) {
 		if again {
 			s.kick(dest)
 		}
+		return
+	}
+	var re *RemoteError
+	if errors.As(err, &re) && re.Status == http.StatusTooManyRequests {
+		// Up, but asking us to slow down: a pause, not a failure.
+		d.retryAt = s.now().Add(s.cfg.RateLimitedWait)
+		if d.timer != nil {
+			d.timer.Stop()
+		}
+		d.timer = time.AfterFunc(s.cfg.RateLimitedWait, func() { s.retry(dest) })
+		s.mu.Unlock()
+		slog.Info("federation: rate limited by the destination", "destination", dest, "pause", s.cfg.RateLimitedWait)
 		return
 	}
 	d.failures++

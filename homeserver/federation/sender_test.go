@@ -78,6 +78,9 @@ func (d *fakeDest) serveSend(w http.ResponseWriter, r *http.Request) {
 	case "500":
 		httpapi.Fail(w, r, fmt.Errorf("down for maintenance"))
 		return
+	case "429":
+		httpapi.Fail(w, r, httpapi.LimitExceeded(10))
+		return
 	case "400":
 		httpapi.Fail(w, r, httpapi.BadJSON("we do not like this transaction"))
 		return
@@ -454,5 +457,48 @@ func TestSenderDropsRefusedTransactions(t *testing.T) {
 	}
 	if bo, err := a.db.DestinationBackoffs(ctx); err != nil || len(bo) != 0 {
 		t.Errorf("a refusal counted as a failure: %v %v", bo, err)
+	}
+}
+
+// A 429 is a pause, not a failure: no backoff grows or is recorded, and
+// delivery goes on after the pause.
+func TestSenderPausesWhenRateLimited(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	b.setMode("429")
+	s := startSender(t, a, SenderConfig{MinBackoff: time.Hour, RateLimitedWait: 10 * time.Millisecond}, nil)
+	ctx := context.Background()
+	if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a few rate-limited attempts", func() bool { return b.attemptCount() >= 3 })
+	if bo, err := a.db.DestinationBackoffs(ctx); err != nil || len(bo) != 0 {
+		t.Errorf("429 recorded as a failure: %v %v", bo, err)
+	}
+	b.setMode("ok")
+	waitFor(t, "delivery after the pause", func() bool { p, _, _ := b.received(); return len(p) == 1 })
+}
+
+// Transactions to a destination are paced: events queued while the bucket
+// is empty share the next transaction instead of one each.
+func TestSenderPacesTransactions(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	s := startSender(t, a, SenderConfig{TxnRate: 1, TxnBurst: 1}, nil)
+	ctx := context.Background()
+	if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first transaction", func() bool { return b.attemptCount() == 1 })
+	for i := 1; i <= 5; i++ {
+		if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(i)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "all delivered", func() bool { p, _, _ := b.received(); return len(p) == 6 })
+	if _, _, txns := b.received(); len(txns) > 3 {
+		t.Errorf("%d transactions for 6 events queued within a second at 1 transaction/s", len(txns))
 	}
 }

@@ -403,3 +403,46 @@ func TestColdLoadFollowsHistoryVisibility(t *testing.T) {
 		t.Fatalf("cold snapshot shows %v (history visibility %q)", bodies, s.Summary.HistoryVisibility)
 	}
 }
+
+// TestColdLoadIsSingleFlight: readers arriving together at a cold room share
+// one load (each event is rendered once, not once per reader).
+func TestColdLoadIsSingleFlight(t *testing.T) {
+	hs := newHomeserver(t)
+	roomID := newRoom(t, hs, "Crowd")
+	for i := range 3 {
+		send(t, hs, roomID, alice, fmt.Sprint("m", i))
+	}
+	var mu sync.Mutex
+	renders := map[string]int{}
+	c := snapshot.New(snapshot.Config{Render: func(e *snapshot.Event) []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		renders[e.Event.ID()]++
+		return []byte("x")
+	}}, hs.DB, hs.Rooms, hs.Tracker)
+	var wg sync.WaitGroup
+	snaps := make([]*snapshot.Snapshot, 16)
+	for i := range snaps {
+		wg.Go(func() {
+			s, err := c.Get(context.Background(), roomID)
+			if err != nil {
+				t.Error(err)
+			}
+			snaps[i] = s
+		})
+	}
+	wg.Wait()
+	for i, s := range snaps {
+		if s != snaps[0] {
+			t.Fatalf("reader %d got another snapshot", i)
+		}
+	}
+	if len(renders) == 0 {
+		t.Fatal("nothing rendered")
+	}
+	for id, n := range renders {
+		if n != 1 {
+			t.Errorf("event %s rendered %d times", id, n)
+		}
+	}
+}

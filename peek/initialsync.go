@@ -28,6 +28,20 @@ func (s *Service) initialSync(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
+	// Read the position before the snapshot: every event of the room up to
+	// it is then in the snapshot (see snapshot.Cache), so a client that
+	// streams from "end" misses nothing. The snapshot is fetched while the
+	// membership is looked up: on a cold room both read storage.
+	upto := s.hs.Rooms.UpTo()
+	type snapResult struct {
+		snap *snapshot.Snapshot
+		err  error
+	}
+	snapCh := make(chan snapResult, 1)
+	go func() {
+		snap, err := s.snapshot(ctx, roomID)
+		snapCh <- snapResult{snap, err}
+	}()
 	m, err := s.membership(ctx, roomID, rq.UserID)
 	if err != nil {
 		httpapi.Fail(w, r, err)
@@ -43,11 +57,8 @@ func (s *Service) initialSync(w http.ResponseWriter, r *http.Request) {
 		httpapi.RespondRaw(w, http.StatusOK, body)
 		return
 	}
-	// Read the position before the snapshot: every event of the room up to
-	// it is then in the snapshot (see snapshot.Cache), so a client that
-	// streams from "end" misses nothing.
-	upto := s.hs.Rooms.UpTo()
-	snap, err := s.snapshot(ctx, roomID)
+	res := <-snapCh
+	snap, err := res.snap, res.err
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return

@@ -180,12 +180,15 @@ type hub struct {
 }
 
 type hubs struct {
-	s     *Service
-	mu    sync.Mutex
-	rooms map[string]*hub
+	s       *Service
+	mu      sync.Mutex
+	rooms   map[string]*hub
+	members map[string]*memberHub // rooms that are not world-readable
 }
 
-func newHubs(s *Service) *hubs { return &hubs{s: s, rooms: map[string]*hub{}} }
+func newHubs(s *Service) *hubs {
+	return &hubs{s: s, rooms: map[string]*hub{}, members: map[string]*memberHub{}}
+}
 
 // join adds a viewer to the room's hub, starting it from snap if the room
 // has none, and returns the snapshot the viewer's queue continues from.
@@ -233,6 +236,16 @@ func (hs *hubs) closeAll() {
 		h.viewers = map[*viewer]struct{}{}
 		h.mu.Unlock()
 		delete(hs.rooms, id)
+		close(h.done)
+	}
+	for id, h := range hs.members {
+		h.mu.Lock()
+		for v := range h.viewers {
+			all = append(all, v)
+		}
+		h.viewers = map[*viewer]string{}
+		h.mu.Unlock()
+		delete(hs.members, id)
 		close(h.done)
 	}
 	hs.mu.Unlock()
@@ -324,7 +337,7 @@ type liveData struct {
 	Pos        int64           `json:"pos"`
 	Type       string          `json:"type"`
 	Sender     string          `json:"sender"`
-	Members    int             `json:"members"`
+	Members    int             `json:"members,omitempty"`
 	HTML       string          `json:"html,omitempty"`
 	ThreadRoot string          `json:"thread_root,omitempty"`
 	Replaces   string          `json:"replaces,omitempty"`
@@ -332,33 +345,45 @@ type liveData struct {
 	Event      json.RawMessage `json:"event"`
 }
 
-// liveMessage renders one new event for viewers.
+// liveMessage renders one new event of a snapshot for viewers.
 func (s *Service) liveMessage(snap *snapshot.Snapshot, ev *snapshot.Event) liveMsg {
+	return s.encodeLive(ev, ev.JSON(time.Now().UnixMilli()), snap.Summary.JoinedMembers, displayNames(snap.Members),
+		func(id string) *snapshot.Event {
+			for _, t := range snap.Events {
+				if t.Event.ID() == id {
+					return t
+				}
+			}
+			return nil
+		})
+}
+
+// encodeLive renders one event as a live message: evJSON is its client
+// JSON, members the joined count (0: not sent), name the senders' display
+// names and target finds an edit's target as it now is (nil: unknown).
+func (s *Service) encodeLive(ev *snapshot.Event, evJSON json.RawMessage, members int, name func(string) string,
+	target func(string) *snapshot.Event) liveMsg {
 	d := liveData{EventID: ev.Event.ID(), Pos: ev.Pos, Type: ev.Event.Type(), Sender: ev.Sender,
-		Members: snap.Summary.JoinedMembers, Event: ev.JSON(time.Now().UnixMilli())}
+		Members: members, Event: evJSON}
 	c := parseContent(ev.Event.Content())
-	names := displayNames(snap.Members)
-	kind, target := classify(ev, &c)
+	kind, related := classify(ev, &c)
 	switch kind {
 	case message, reply:
 		if frag := s.render.fragment(ev); frag != nil {
-			d.HTML = string(writeNamed(nil, frag, names(ev.Sender)))
+			d.HTML = string(writeNamed(nil, frag, name(ev.Sender)))
 		}
 		if kind == reply {
-			d.ThreadRoot = target
+			d.ThreadRoot = related
 		}
 	case edit:
-		d.Replaces = target
-		for _, t := range snap.Events {
-			if t.Event.ID() == target {
-				if frag := s.render.fragment(t); frag != nil {
-					d.HTML = string(writeNamed(nil, frag, names(t.Sender)))
-				}
-				break
+		d.Replaces = related
+		if t := target(related); t != nil {
+			if frag := s.render.fragment(t); frag != nil {
+				d.HTML = string(writeNamed(nil, frag, name(t.Sender)))
 			}
 		}
 	case redactor:
-		d.Redacts = target
+		d.Redacts = related
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
@@ -378,7 +403,7 @@ func (s *Service) liveMessage(snap *snapshot.Snapshot, ev *snapshot.Event) liveM
 func (s *Service) liveStream(w http.ResponseWriter, r *http.Request) {
 	roomID := pathParam(r, "roomID")
 	snap, err := s.cache.Get(r.Context(), roomID)
-	if errors.Is(err, snapshot.ErrNotFound) || err == nil && !snap.Summary.WorldReadable() {
+	if errors.Is(err, snapshot.ErrNotFound) {
 		// The same answer whether or not the room exists.
 		httpapi.Fail(w, r, httpapi.NotFound("room not found"))
 		return
@@ -402,12 +427,40 @@ func (s *Service) liveStream(w http.ResponseWriter, r *http.Request) {
 		since = p
 		break
 	}
+	if !snap.Summary.WorldReadable() {
+		s.memberStream(w, r, roomID, since)
+		return
+	}
 
-	// Hijack the connection where possible: an idle viewer then costs no
-	// goroutine. The response has no length and no chunking: it ends when
-	// the connection closes, as an event stream does.
+	v, head := s.openStream(w)
+	// Until the catch-up is written, broadcasts only queue (writing is
+	// set): they follow it in order.
+	h, from := s.live.join(roomID, snap, v)
+	remove := func() { s.live.remove(h, v) }
+	b := append(head, "retry: 2000\n\n"...)
+	v.last = from.Pos
+	if since >= 0 {
+		evs, ok := from.Since(since)
+		if !ok {
+			_ = v.write(append(b, resetMsg.data...))
+			remove()
+			return
+		}
+		for _, ev := range evs {
+			b = append(b, s.liveMessage(from, ev).data...)
+		}
+		v.last = max(v.last, since)
+	}
+	s.serveViewer(r, v, b, remove)
+}
+
+// openStream starts an event stream: it hijacks the connection where it
+// can, so that an idle viewer costs no goroutine (the response then has no
+// length and no chunking: it ends when the connection closes, as an event
+// stream does), and returns the viewer, "writing" until its catch-up is
+// out, with the response head to send first (empty when net/http sends it).
+func (s *Service) openStream(w http.ResponseWriter) (*viewer, []byte) {
 	v := &viewer{gone: make(chan struct{}), writing: true}
-	var head []byte
 	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 		v.conn = conn
 		v.write = func(b []byte) error {
@@ -424,42 +477,30 @@ func (s *Service) liveStream(w http.ResponseWriter, r *http.Request) {
 		hb.WriteString("HTTP/1.1 200 OK\r\n")
 		_ = h.Write(&hb)
 		hb.WriteString("\r\n")
-		head = hb.Bytes()
-	} else {
-		rc := http.NewResponseController(w)
-		v.wake = make(chan struct{}, 1)
-		v.write = func(b []byte) error {
-			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if _, err := w.Write(b); err != nil {
-				return err
-			}
-			return rc.Flush()
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("X-Accel-Buffering", "no")
-		w.WriteHeader(http.StatusOK)
+		return v, hb.Bytes()
 	}
+	rc := http.NewResponseController(w)
+	v.wake = make(chan struct{}, 1)
+	v.write = func(b []byte) error {
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return v, nil
+}
 
-	// Until the catch-up is written, broadcasts only queue (writing is
-	// set): they follow it in order.
-	h, from := s.live.join(roomID, snap, v)
-	b := append(head, "retry: 2000\n\n"...)
-	v.last = from.Pos
-	if since >= 0 {
-		evs, ok := from.Since(since)
-		if !ok {
-			_ = v.write(append(b, resetMsg.data...))
-			s.live.remove(h, v)
-			return
-		}
-		for _, ev := range evs {
-			b = append(b, s.liveMessage(from, ev).data...)
-		}
-		v.last = max(v.last, since)
-	}
+// serveViewer writes the catch-up b and what queued meanwhile, then leaves
+// the viewer to its hub (hijacked) or serves its queue until it is dropped
+// or the client goes.
+func (s *Service) serveViewer(r *http.Request, v *viewer, b []byte, remove func()) {
 	if err := v.write(b); err != nil || !v.flush() {
-		s.live.remove(h, v)
+		remove()
 		return
 	}
 	if v.conn != nil {
@@ -468,13 +509,13 @@ func (s *Service) liveStream(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
-			s.live.remove(h, v)
+			remove()
 			return
 		case <-v.gone:
 			return // dropped: too slow, or the room went away
 		case <-v.wake:
 			if !v.flush() {
-				s.live.remove(h, v)
+				remove()
 				return
 			}
 		}

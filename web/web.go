@@ -181,6 +181,7 @@ func New(hs *homeserver.Server, cache *snapshot.Cache, cfg Config) (*Service, er
 	s := &Service{hs: hs, cache: cache, cfg: cfg, log: cfg.Log, assets: a, render: cfg.Renderer, lists: map[string]*list{},
 		repos: map[string]repoEntry{}, now: time.Now}
 	s.live = newHubs(s)
+	hs.Rooms.Subscribe(s.live.onEvents)
 	s.gzips.New = func() any {
 		gz, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // a valid level never fails
 		return gz
@@ -476,7 +477,6 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 			s.notFound(w, r, user)
 			return
 		}
-		v.Live = ""
 		w.Header().Set("Cache-Control", "private, no-store")
 	}
 	if at := r.URL.Query().Get("at"); at != "" {
@@ -519,7 +519,9 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 		return
 	}
 	if private {
-		html, older, err := s.older(r.Context(), roomID, s.hs.Rooms.UpTo()+1, user)
+		// The live stream resumes after the position read up to.
+		v.Pos = s.hs.Rooms.UpTo()
+		html, older, err := s.older(r.Context(), roomID, v.Pos+1, user)
 		if err != nil {
 			s.fail(w, r, err)
 			return

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -263,11 +264,11 @@ func TestRoomsThatAreNotWorldReadableAreNotFound(t *testing.T) {
 			t.Errorf("GET %s: the 404 differs from a missing room's, revealing that the room exists", path)
 		}
 	}
-	// Its members read it (from storage, without a live stream); a
-	// signed-in stranger gets the same 404 as anyone.
+	// Its members read it (from storage); a signed-in stranger gets the
+	// same 404 as anyone.
 	status, page, h := s.get("/room/"+url.PathEscape(private), "Cookie", s.session(alice.UserID))
 	if status != http.StatusOK || !strings.Contains(page, "members only") || !strings.Contains(page, `id="composer"`) ||
-		strings.Contains(page, `data-live="/`) || !strings.Contains(h.Get("Cache-Control"), "no-store") {
+		!strings.Contains(h.Get("Cache-Control"), "no-store") {
 		t.Errorf("a member's view of the private room: %d, Cache-Control %q", status, h.Get("Cache-Control"))
 	}
 	stranger := s.register("stranger")
@@ -276,9 +277,11 @@ func TestRoomsThatAreNotWorldReadableAreNotFound(t *testing.T) {
 		t.Errorf("a stranger's view of the private room: %d", status)
 	}
 
-	status, body, _ := s.get("/_plaza/rooms/" + url.PathEscape(private) + "/live")
-	if status != http.StatusNotFound || !strings.Contains(body, `"M_NOT_FOUND"`) {
-		t.Errorf("live stream of a private room: %d %s", status, body)
+	for _, cookie := range []string{"", s.session(stranger.UserID)} {
+		status, body, _ := s.get("/_plaza/rooms/"+url.PathEscape(private)+"/live", "Cookie", cookie)
+		if status != http.StatusNotFound || !strings.Contains(body, `"M_NOT_FOUND"`) {
+			t.Errorf("live stream of a private room for a non-member: %d %s", status, body)
+		}
 	}
 }
 
@@ -514,6 +517,57 @@ func TestLiveStream(t *testing.T) {
 
 	if status, body, _ := s.get("/_plaza/rooms/"+url.PathEscape(roomID)+"/live", "Last-Event-ID", "yesterday"); status != http.StatusBadRequest || !strings.Contains(body, "M_INVALID_PARAM") {
 		t.Errorf("a bad Last-Event-ID: %d %s", status, body)
+	}
+}
+
+func TestMembersLiveStreamOfAPrivateRoom(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, nil)
+	alice := s.register("alice")
+	roomID := alice.createRoom("", "Private", "", "shared")
+	bob := s.register("bob")
+	alice.json("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": bob.UserID}, nil)
+	bob.json("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}, nil)
+	missed := alice.send(roomID, text("said before bob looked"))
+	_, page, _ := s.get("/room/"+url.PathEscape(roomID), "Cookie", s.session(bob.UserID))
+	mustContain(t, page, "said before bob looked")
+	i := strings.Index(page, `data-pos="`)
+	pos := page[i+len(`data-pos="`):]
+	pos = pos[:strings.Index(pos, `"`)]
+
+	// Resuming from before the last message replays it; then new ones come.
+	before, err := strconv.ParseInt(pos, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := s.live(t, roomID, "Cookie", s.session(bob.UserID), "Last-Event-ID", strconv.FormatInt(before-1, 10))
+	if m := stream.next(t); m.data["event_id"] != missed {
+		t.Errorf("catch-up %+v, want %s", m.data, missed)
+	}
+	hello := alice.send(roomID, text("hello, members"))
+	m := stream.next(t)
+	if m.data["event_id"] != hello || !strings.Contains(m.data["html"].(string), "hello, members") {
+		t.Fatalf("live message %+v", m.data)
+	}
+	alice.send(roomID, map[string]any{"msgtype": "m.text", "body": "* hello", "m.new_content": text("hello, edited for members"),
+		"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": hello}})
+	if m := stream.next(t); m.data["replaces"] != hello || !strings.Contains(m.data["html"].(string), "hello, edited for members") {
+		t.Errorf("edit %+v", m.data)
+	}
+
+	// Leaving ends the stream.
+	bob.json("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", map[string]any{}, nil)
+	for {
+		line, err := stream.r.ReadString('\n')
+		if err != nil {
+			break // closed
+		}
+		if strings.Contains(line, "after bob left") {
+			t.Fatal("a former member still receives the room's messages")
+		}
+		if strings.Contains(line, `"membership":"leave"`) {
+			alice.send(roomID, text("after bob left"))
+		}
 	}
 }
 

@@ -10,13 +10,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"plaza/homeserver"
 	"plaza/homeserver/event"
+	"plaza/homeserver/room"
 	"plaza/homeserver/storage"
 	"plaza/homeserver/storage/storagetest"
 	"plaza/peek"
@@ -271,5 +274,171 @@ func TestSeedRoom(t *testing.T) {
 	}
 	if !seen["@seed-1:plaza.test"] || !seen["@seed-100:plaza.test"] || seen["@seed-101:plaza.test"] || len(seen) != 101 {
 		t.Fatalf("state after the 100th join has %d members", len(seen))
+	}
+}
+
+// TestBulkMatchesTheWriter: a room built by the bulk loader has, row for
+// row, what the ordinary writer writes for the same requests sent one at a
+// time — events, DAG edges, the state before every event (through the state
+// groups, deltas and snapshots), current state, the membership log and the
+// forward extremity.
+func TestBulkMatchesTheWriter(t *testing.T) {
+	pool := storagetest.NewDB(t, storage.Migrations())
+	ctx := context.Background()
+	hs, err := homeserver.New(ctx, homeserver.Config{ServerName: "plaza.test", DataDir: t.TempDir(), BcryptCost: bcrypt.MinCost}, storage.New(pool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := event.Version(event.DefaultRoomVersion)
+	const creator = "@creator:plaza.test"
+	sk := func(s string) *string { return &s }
+	initial := []room.Request{
+		{Sender: creator, Type: event.TypeMember, StateKey: sk(creator), Content: json.RawMessage(`{"membership":"join"}`)},
+		{Sender: creator, Type: event.TypePowerLevels, StateKey: sk(""), Content: json.RawMessage(`{}`)},
+		{Sender: creator, Type: event.TypeJoinRules, StateKey: sk(""), Content: json.RawMessage(`{"join_rule":"public"}`)},
+		{Sender: creator, Type: event.TypeHistoryVisibility, StateKey: sk(""), Content: json.RawMessage(`{"history_visibility":"world_readable"}`)},
+	}
+	const members, messages = 150, 40
+	req := func(i int) room.Request {
+		u := fmt.Sprintf("@u%d:plaza.test", i%members)
+		switch {
+		case i < members:
+			return room.Request{Sender: u, Type: event.TypeMember, StateKey: &u, Content: json.RawMessage(`{"membership":"join"}`)}
+		case i == members+10: // a member changes their name: a state change replacing state
+			return room.Request{Sender: u, Type: event.TypeMember, StateKey: &u, Content: json.RawMessage(`{"membership":"join","displayname":"U"}`)}
+		case i == members+20:
+			return room.Request{Sender: creator, Type: "m.room.topic", StateKey: sk(""), Content: json.RawMessage(`{"topic":"t"}`)}
+		}
+		return room.Request{Sender: u, Type: "m.room.message", Content: json.RawMessage(fmt.Sprintf(`{"msgtype":"m.text","body":"m%d"}`, i))}
+	}
+	now := time.Now()
+	bulkID, err := hs.Rooms.BulkCreate(ctx, room.BulkRoom{Version: v, Creator: creator, CreateContent: json.RawMessage(`{"room_version":"12"}`),
+		Initial: initial, Events: req, Count: members + messages, From: now.Add(-time.Hour), To: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writerID, err := hs.Rooms.CreateRoom(ctx, v, creator, json.RawMessage(`{"room_version":"12"}`), initial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range members + messages {
+		if _, err := hs.Rooms.Send(ctx, writerID, req(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// describe renders a room's rows with events named by their index in
+	// stream order, so two rooms with different event IDs compare.
+	describe := func(roomID string) []string {
+		nid, err := hs.DB.RoomNID(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		index := map[int64]int{} // event NID → index
+		byID := map[string]int{} // event ID → index
+		rows, err := pool.Query(ctx, `SELECT event_nid, event_id, type, COALESCE(state_key, '-'), sender, depth, COALESCE(state_before, 0),
+			COALESCE(replaces_state, '') FROM events WHERE room_nid = $1 ORDER BY stream_pos`, nid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type ev struct {
+			nid                        int64
+			id, typ, key, sender, repl string
+			depth, before              int64
+		}
+		var evs []ev
+		for rows.Next() {
+			var e ev
+			if err := rows.Scan(&e.nid, &e.id, &e.typ, &e.key, &e.sender, &e.depth, &e.before, &e.repl); err != nil {
+				t.Fatal(err)
+			}
+			index[e.nid], byID[e.id] = len(evs), len(evs)
+			evs = append(evs, e)
+		}
+		rows.Close()
+		for i, e := range evs {
+			state, err := hs.DB.StateOfGroup(ctx, e.before)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st []string
+			for _, s := range state {
+				st = append(st, fmt.Sprintf("%s|%s=%d", s.Type, s.StateKey, index[s.EventNID]))
+			}
+			slices.Sort(st)
+			repl := -1
+			if e.repl != "" {
+				repl = byID[e.repl]
+			}
+			out = append(out, fmt.Sprintf("event %d: %s %s %s depth %d replaces %d state before %v", i, e.typ, e.key, e.sender, e.depth, repl, st))
+		}
+		edges, err := pool.Query(ctx, `SELECT x.event_nid, x.prev_event_id FROM event_edges x JOIN events e USING (event_nid) WHERE e.room_nid = $1`, nid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var edgeList []string
+		for edges.Next() {
+			var n int64
+			var prev string
+			if err := edges.Scan(&n, &prev); err != nil {
+				t.Fatal(err)
+			}
+			edgeList = append(edgeList, fmt.Sprintf("edge %d→%d", index[n], byID[prev]))
+		}
+		edges.Close()
+		slices.Sort(edgeList)
+		out = append(out, edgeList...)
+		var cs []string
+		rows, err = pool.Query(ctx, `SELECT type, state_key, event_nid, COALESCE(membership, '') FROM current_state WHERE room_nid = $1`, nid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var typ, key, m string
+			var n int64
+			if err := rows.Scan(&typ, &key, &n, &m); err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, fmt.Sprintf("current %s|%s=%d %s", typ, key, index[n], m))
+		}
+		rows.Close()
+		slices.Sort(cs)
+		out = append(out, cs...)
+		rows, err = pool.Query(ctx, `SELECT user_id, membership, event_nid FROM membership_log WHERE room_nid = $1 ORDER BY stream_pos`, nid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var u, m string
+			var n int64
+			if err := rows.Scan(&u, &m, &n); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fmt.Sprintf("membership %s %s %d", u, m, index[n]))
+		}
+		rows.Close()
+		var groups, snapshots int
+		var ext []string
+		if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE prev_group IS NULL) FROM state_groups WHERE room_nid = $1`, nid).Scan(&groups, &snapshots); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.QueryRow(ctx, `SELECT extremities FROM rooms WHERE room_nid = $1`, nid).Scan(&ext); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%d state groups, %d snapshots, extremity %d", groups, snapshots, byID[ext[0]]))
+		return out
+	}
+	bulk, writer := describe(bulkID), describe(writerID)
+	t.Log(bulk[len(bulk)-1])
+	if len(bulk) != len(writer) {
+		t.Fatalf("bulk room has %d rows of description, writer's %d", len(bulk), len(writer))
+	}
+	for i := range bulk {
+		// The senders and room differ in nothing; the rooms' own IDs do
+		// not appear (events are named by index).
+		if bulk[i] != writer[i] {
+			t.Fatalf("row %d differs:\n bulk:   %s\n writer: %s", i, bulk[i], writer[i])
+		}
 	}
 }

@@ -899,8 +899,10 @@ func BenchmarkFederationJoinLargeRoom(b *testing.B) {
 		hsB := startFederationPeer(b, hsA)
 		joiner := hsB.register(b, fmt.Sprintf("joiner%d", i))
 		b.StartTimer()
+		began := time.Now()
 		joiner.must(b, "POST", "/_matrix/client/v3/join/"+url.PathEscape("#big:"+hsA.name), map[string]any{}, nil)
 		b.StopTimer()
+		b.Logf("join %d took %s", i, time.Since(began).Round(time.Millisecond))
 		if got := len(joiner.joinedMembers(b, roomID)); got != members+1 {
 			b.Errorf("B sees %d joined members, want %d", got, members+1)
 		}

@@ -530,12 +530,7 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 		s.html(w, r, http.StatusOK, templates.RoomPage(v))
 		return
 	}
-	l, err := s.list(r.Context(), snap)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	v.Messages = l.html
+	v.Messages = s.list(snap).html
 	// Floor 0: the snapshot holds the room's whole readable history.
 	if len(snap.Events) > 0 && snap.Floor > 0 {
 		v.Older = "?before=" + strconv.FormatInt(snap.Events[0].Pos, 10)
@@ -555,18 +550,18 @@ func roomName(s *snapshot.Summary) string {
 }
 
 // list returns the snapshot's rendered message list, building it once.
-func (s *Service) list(ctx context.Context, snap *snapshot.Snapshot) (*list, error) {
+func (s *Service) list(snap *snapshot.Snapshot) *list {
 	s.listMu.Lock()
 	l := s.lists[snap.Summary.RoomID]
 	s.listMu.Unlock()
 	if l != nil && l.snap == snap {
-		return l, nil
+		return l
 	}
 	l = &list{snap: snap, html: s.render.assemble(snap.Events, displayNames(snap.Members))}
 	s.listMu.Lock()
 	defer s.listMu.Unlock()
 	if cur := s.lists[snap.Summary.RoomID]; cur != nil && cur.snap.Pos > snap.Pos {
-		return l, nil // a newer one won the race
+		return l // a newer one won the race
 	}
 	if len(s.lists) >= maxLists {
 		for k := range s.lists { // evict an arbitrary room
@@ -575,7 +570,7 @@ func (s *Service) list(ctx context.Context, snap *snapshot.Snapshot) (*list, err
 		}
 	}
 	s.lists[snap.Summary.RoomID] = l
-	return l, nil
+	return l
 }
 
 // olderPage is how many events a page of older messages reads.

@@ -652,3 +652,32 @@ func TestQueryAnswersMatchTheSpec(t *testing.T) {
 		}
 	}
 }
+
+// One transaction's EDUs get a bounded number of updates: past it, the rest
+// is dropped.
+func TestInboundEDUBudget(t *testing.T) {
+	ca := newCA(t)
+	a := newNode(t, ca)
+	ctx := context.Background()
+	alice := a.user(t, "alice", "ADEV")
+	remote := "127.0.0.1:1"
+	bob := "@bob:" + remote
+	roomID := a.sharedRoom(t, alice, bob)
+	reads := map[string]any{}
+	ids := make([]string, maxUpdatesPerTxn)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("$nope%d", i)
+	}
+	reads[bob] = map[string]any{"data": map[string]any{"ts": 1}, "event_ids": ids}
+	flood, _ := json.Marshal(map[string]any{"edu_type": "m.receipt", "content": map[string]any{roomID: map[string]any{"m.read": reads}}})
+	presence, _ := json.Marshal(map[string]any{"edu_type": "m.presence", "content": map[string]any{"push": []any{
+		map[string]any{"user_id": bob, "presence": "online", "last_active_ago": 1}}}})
+	a.svc.receiveEDUs(ctx, remote, []json.RawMessage{flood, presence})
+	if resp := a.syncOf(t, alice, "ADEV", roomID); resp.Presence != nil && len(resp.Presence.Events) > 0 {
+		t.Errorf("presence applied past the transaction's budget: %v", resp.Presence.Events)
+	}
+	a.svc.receiveEDUs(ctx, remote, []json.RawMessage{presence})
+	if resp := a.syncOf(t, alice, "ADEV", roomID); resp.Presence == nil || len(resp.Presence.Events) != 1 {
+		t.Errorf("presence in a transaction of its own was not applied")
+	}
+}

@@ -43,9 +43,10 @@ func (s *Service) SetLocals(l Locals) {
 // Bounds on what one transaction's EDUs may make us do. The spec caps a
 // transaction at 100 EDUs; the others are ours.
 const (
-	maxEDUsPerTxn     = 100
-	maxReceiptsPerEDU = 1000
-	maxPresencePerEDU = 1000
+	maxEDUsPerTxn = 100
+	// maxUpdatesPerTxn bounds the receipts and presence updates of one
+	// transaction's EDUs together: each costs a database write or a wake-up.
+	maxUpdatesPerTxn = 1000
 )
 
 // edu is the envelope of every EDU.
@@ -59,6 +60,7 @@ type edu struct {
 // transaction it came in; and each is checked against origin: a server only
 // speaks for its own users, about rooms they are joined to.
 func (s *Service) receiveEDUs(ctx context.Context, origin string, edus []json.RawMessage) {
+	budget := maxUpdatesPerTxn
 	for i, raw := range edus {
 		if i == maxEDUsPerTxn {
 			slog.InfoContext(ctx, "federation: transaction with too many EDUs, rest dropped", "origin", origin, "count", len(edus))
@@ -69,7 +71,7 @@ func (s *Service) receiveEDUs(ctx context.Context, origin string, edus []json.Ra
 			slog.InfoContext(ctx, "federation: malformed EDU dropped", "origin", origin, "err", err)
 			continue
 		}
-		if err := s.receiveEDU(ctx, origin, e); err != nil {
+		if err := s.receiveEDU(ctx, origin, e, &budget); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -78,7 +80,8 @@ func (s *Service) receiveEDUs(ctx context.Context, origin string, edus []json.Ra
 	}
 }
 
-func (s *Service) receiveEDU(ctx context.Context, origin string, e edu) error {
+// receiveEDU handles one EDU, spending budget on its updates.
+func (s *Service) receiveEDU(ctx context.Context, origin string, e edu, budget *int) error {
 	l := s.locals
 	switch e.Type {
 	case "m.typing":
@@ -110,13 +113,12 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, e edu) error {
 		if l.Ephemeral == nil {
 			return nil
 		}
-		n := 0
 		var errs []error
 		for roomID, types := range c {
 			for user, r := range types["m.read"] {
 				for _, eventID := range r.EventIDs {
-					if n++; n > maxReceiptsPerEDU {
-						return errors.Join(append(errs, errors.New("too many receipts"))...)
+					if *budget--; *budget < 0 {
+						return errors.Join(append(errs, errors.New("too many receipts in the transaction"))...)
 					}
 					if err := l.Ephemeral.RemoteReceipt(ctx, origin, roomID, user, r.Data.ThreadID, eventID, r.Data.TS); err != nil {
 						errs = append(errs, err)
@@ -142,9 +144,9 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, e edu) error {
 			return nil
 		}
 		var errs []error
-		for i, p := range c.Push {
-			if i == maxPresencePerEDU {
-				return errors.Join(append(errs, errors.New("too many presence updates"))...)
+		for _, p := range c.Push {
+			if *budget--; *budget < 0 {
+				return errors.Join(append(errs, errors.New("too many presence updates in the transaction"))...)
 			}
 			if err := l.Ephemeral.RemotePresence(ctx, origin, p.UserID, p.Presence, p.StatusMsg, p.LastActiveAgo); err != nil {
 				errs = append(errs, err)

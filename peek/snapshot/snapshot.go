@@ -224,6 +224,10 @@ type entry struct {
 	// member events from the stream wait in memberQueue meanwhile.
 	memberships map[string]string
 	memberQueue []*event.Event
+	// membershipBytes is memberships' share of the estimate, kept as it
+	// changes: summing 20,000 entries per message would cost more than
+	// the message.
+	membershipBytes int64
 	// memberEvents are the member events of the window's senders (and of
 	// users whose member event arrived from the stream), for Members.
 	memberEvents map[string]*event.Event
@@ -361,6 +365,10 @@ func (c *Cache) loadMemberships(e *entry) {
 		return
 	}
 	e.memberships = m
+	e.membershipBytes = 0
+	for u, v := range m {
+		e.membershipBytes += membershipSize(u, v)
+	}
 	prev := e.snap
 	next := *prev
 	next.Summary.JoinedMembers, next.Summary.InvitedMembers = 0, 0
@@ -373,10 +381,10 @@ func (c *Cache) loadMemberships(e *entry) {
 		before, after := m[user], room.MembershipOf(ev)
 		next.Summary.JoinedMembers += count(after, "join") - count(before, "join")
 		next.Summary.InvitedMembers += count(after, "invite") - count(before, "invite")
-		m[user] = after
+		e.setMembership(user, after)
 	}
 	e.memberQueue = nil
-	next.bytes = estimate(&next, e.memberships, e.memberEvents)
+	next.bytes = estimate(&next, e.membershipBytes, e.memberEvents)
 	c.bytes += next.bytes - prev.bytes
 	if next.Summary.JoinedMembers == prev.Summary.JoinedMembers && next.Summary.InvitedMembers == prev.Summary.InvitedMembers {
 		prev.bytes = next.bytes // only ever read under c.mu
@@ -512,7 +520,7 @@ func (c *Cache) build(ctx context.Context, roomID string, pos int64) (*built, er
 			snap.Members[*m.Event.StateKey()] = render(m.Event.Client())
 		}
 	}
-	snap.bytes = estimate(snap, nil, memberEvents)
+	snap.bytes = estimate(snap, 0, memberEvents)
 	return &built{snap: snap, memberEvents: memberEvents}, nil
 }
 
@@ -839,7 +847,7 @@ func (c *Cache) fill(e *entry, users []string) {
 		delete(e.missing, u) // no member event: nothing to wait for
 	}
 	old := prev.bytes
-	next.bytes = estimate(&next, e.memberships, e.memberEvents)
+	next.bytes = estimate(&next, e.membershipBytes, e.memberEvents)
 	e.snap = &next
 	close(prev.changed)
 	c.bytes += next.bytes - old
@@ -898,7 +906,7 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 					after := room.MembershipOf(ev)
 					next.Summary.JoinedMembers += count(after, "join") - count(before, "join")
 					next.Summary.InvitedMembers += count(after, "invite") - count(before, "invite")
-					e.memberships[user] = after
+					e.setMembership(user, after)
 				}
 				e.memberEvents[user] = ev
 				delete(e.missing, user)
@@ -980,10 +988,22 @@ func (c *Cache) applyLocked(e *entry, n room.Notification) {
 		}
 	}
 	next.Events = events
-	next.bytes = estimate(&next, e.memberships, e.memberEvents)
+	next.bytes = estimate(&next, e.membershipBytes, e.memberEvents)
 	e.snap = &next
 	close(prev.changed)
 }
+
+// setMembership records a user's membership, keeping membershipBytes.
+func (e *entry) setMembership(user, m string) {
+	if old, ok := e.memberships[user]; ok {
+		e.membershipBytes -= membershipSize(user, old)
+	}
+	e.memberships[user] = m
+	e.membershipBytes += membershipSize(user, m)
+}
+
+// membershipSize is one memberships entry's share of the estimate.
+func membershipSize(user, m string) int64 { return int64(len(user)+len(m)) + 48 }
 
 // replaces returns the event an m.replace edit targets, or "".
 func replaces(ev *event.Event) string {
@@ -1017,7 +1037,7 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 // estimate approximates a snapshot's memory: rendered bytes plus per-member
 // bookkeeping (the member events themselves are shared with the room
 // service, only the map entry is ours).
-func estimate(s *Snapshot, memberships map[string]string, memberEvents map[string]*event.Event) int64 {
+func estimate(s *Snapshot, membershipBytes int64, memberEvents map[string]*event.Event) int64 {
 	n := int64(512)
 	for _, e := range s.Events {
 		n += int64(len(e.body)+len(e.unsigned)+len(e.HTML)) + 128
@@ -1028,9 +1048,7 @@ func estimate(s *Snapshot, memberships map[string]string, memberEvents map[strin
 	for u, b := range s.Members {
 		n += int64(len(u)+len(b)) + 64
 	}
-	for u, m := range memberships {
-		n += int64(len(u)+len(m)) + 48
-	}
+	n += membershipBytes
 	for _, ev := range memberEvents {
 		if ev != nil {
 			n += int64(len(ev.JSON())) + 256 // parsed, roughly twice the JSON

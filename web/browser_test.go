@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -190,5 +191,48 @@ func TestBrowserLoadsOlderMessagesOnScroll(t *testing.T) {
 			text, _ := chromedp.Run(ctx, chromedp.TextContent("#timeline"))
 			t.Fatalf("older messages never loaded; the list starts %q", text[:min(len(text), 200)])
 		}
+	}
+}
+
+// TestBrowserComposer signs a member in (a session cookie), writes a
+// message in the page's composer and sees it arrive through the live stream
+// without a reload.
+func TestBrowserComposer(t *testing.T) {
+	chromiumPath(t)
+	t.Parallel()
+	s := newSite(t, nil)
+	alice := s.register("alice")
+	roomID := alice.createRoom("chat", "Chat", "", "world_readable")
+	alice.send(roomID, text("say something"))
+	cookie := strings.TrimPrefix(s.session(alice.UserID), "plaza_session=")
+
+	ctx := browser(t, true)
+	if _, err := chromedp.Call(ctx, network.SetCookie, network.SetCookieParams{Name: "plaza_session", Value: cookie, URL: s.URL + "/"}); err != nil {
+		t.Fatal(err)
+	}
+	page := s.URL + "/room/" + url.PathEscape(roomID)
+	if err := chromedp.Do(ctx, chromedp.Navigate(page), chromedp.WaitVisible(`#room[data-connected="1"]`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.SendKeys("#body", "typed **in the page**"), chromedp.Click(`#composer button`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitText(ctx, "typed in the page", 10*time.Second); err != nil {
+		t.Fatalf("the composed message never showed: %v", err)
+	}
+	html, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("timeline").innerHTML`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(html, "<strong>in the page</strong>") {
+		t.Errorf("the message's markdown was not rendered: %s", html)
+	}
+	box, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("body").value`))
+	if err != nil || box != "" {
+		t.Errorf("the composer was not cleared: %q %v", box, err)
+	}
+	url2, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
+	if err != nil || url2 != page {
+		t.Errorf("the page was left: %q", url2)
 	}
 }

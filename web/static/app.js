@@ -109,14 +109,17 @@
       e.preventDefault();
       var text = box.value;
       if (!text.trim()) return;
+      var status = byId("status");
+      function say(msg) { if (status) status.textContent = msg; }
+      say("");
       fetch(form.action, {
         method: "POST", credentials: "same-origin",
         headers: { "Accept": "application/json" },
         body: new URLSearchParams({ body: text })
       }).then(function (r) {
-        if (r.ok) box.value = "";
-        else return r.json().then(function (j) { alert(j.error || "Sending failed"); });
-      }).catch(function () { alert("Sending failed"); });
+        if (r.ok) { box.value = ""; return; }
+        return r.json().then(function (j) { say("Not sent: " + (j.error || r.status)); });
+      }).catch(function () { say("Not sent: the server cannot be reached."); });
     });
   }
   if (!document.querySelector("a[href='?']")) window.scrollTo(0, document.body.scrollHeight);

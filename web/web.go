@@ -402,7 +402,7 @@ func (s *Service) repoRoom(w http.ResponseWriter, r *http.Request) {
 // validRepoPart accepts the characters GitHub and GitLab allow in owner and
 // repository names.
 func validRepoPart(p string) bool {
-	if p == "" || len(p) > 100 {
+	if p == "" || len(p) > 100 || strings.Trim(p, ".") == "" {
 		return false
 	}
 	for _, c := range p {

@@ -297,6 +297,11 @@ func TestRepositoryWithoutRoom(t *testing.T) {
 		t.Errorf("status %d, want 404", status)
 	}
 	mustContain(t, page, "There is no room for acme/nothing-yet yet", "Sign in with the demo forge", "/_plaza/login/demo?next=%2Facme%2Fnothing-yet")
+	for _, path := range []string{"/acme/..", "/acme/a%20b", "/acme/" + strings.Repeat("x", 101)} {
+		if status, page, _ := s.get(path); status != http.StatusNotFound || strings.Contains(page, "There is no room") {
+			t.Errorf("%s: %d, want the plain 404", path, status)
+		}
+	}
 	if n, err := s.hs.DB.ResolveAlias(context.Background(), "#acme_nothing-yet:plaza.test"); err == nil {
 		t.Errorf("an anonymous visit created room %s", n)
 	}

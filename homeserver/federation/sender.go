@@ -49,6 +49,11 @@ type SenderConfig struct {
 	// RateLimitedWait is the pause after a 429 (not a failure: no backoff
 	// grows from it).
 	RateLimitedWait time.Duration
+	// MaxQueuedPDUs and MaxQueuedEDUs bound a failing destination's queue:
+	// past them the oldest items go. A server that comes back after a long
+	// absence gets the newest events and fetches the gap before them
+	// (get_missing_events), as it would after any loss.
+	MaxQueuedPDUs, MaxQueuedEDUs int
 }
 
 // Sender defaults.
@@ -62,6 +67,7 @@ const (
 	defaultTxnRate     = 15
 	defaultTxnBurst    = 30
 	defaultRateLimited = time.Second
+	defaultMaxQueued   = 10000
 )
 
 // Sender delivers PDUs and EDUs to other servers in /send transactions. Each
@@ -123,6 +129,8 @@ func (s *Sender) Start(ctx context.Context, cfg SenderConfig, rooms Rooms) error
 	cfg.TxnRate = orDefault(cfg.TxnRate, defaultTxnRate)
 	cfg.TxnBurst = orDefault(cfg.TxnBurst, defaultTxnBurst)
 	cfg.RateLimitedWait = orDefault(cfg.RateLimitedWait, defaultRateLimited)
+	cfg.MaxQueuedPDUs = orDefault(cfg.MaxQueuedPDUs, defaultMaxQueued)
+	cfg.MaxQueuedEDUs = orDefault(cfg.MaxQueuedEDUs, defaultMaxQueued)
 	backoffs, err := s.db.DestinationBackoffs(ctx)
 	if err != nil {
 		return fmt.Errorf("federation sender: %w", err)
@@ -513,6 +521,11 @@ func (s *Sender) finish(dest string, err error) {
 	slog.Warn("federation: sending failed, backing off", "destination", dest, "failures", b.Failures, "retry_in", delay, "err", err)
 	if err := s.db.SetDestinationBackoff(s.ctx, dest, b); err != nil && s.ctx.Err() == nil {
 		slog.Error("federation: recording backoff", "destination", dest, "err", err)
+	}
+	if n, err := s.db.TrimQueue(s.ctx, dest, s.cfg.MaxQueuedPDUs, s.cfg.MaxQueuedEDUs); err != nil && s.ctx.Err() == nil {
+		slog.Error("federation: trimming a queue", "destination", dest, "err", err)
+	} else if n > 0 {
+		slog.Warn("federation: oldest queued items dropped for a failing destination", "destination", dest, "dropped", n)
 	}
 }
 

@@ -502,3 +502,39 @@ func TestSenderPacesTransactions(t *testing.T) {
 		t.Errorf("%d transactions for 6 events queued within a second at 1 transaction/s", len(txns))
 	}
 }
+
+// A failing destination's queue keeps only the newest items.
+func TestSenderTrimsFailingQueues(t *testing.T) {
+	ca := newCA(t)
+	a := newFed(t, ca)
+	b := newFakeDest(t, ca)
+	b.setMode("500")
+	s := startSender(t, a, SenderConfig{MinBackoff: time.Hour, MaxQueuedPDUs: 10, MaxQueuedEDUs: 3}, nil)
+	ctx := context.Background()
+	b.setMode("slow") // holds the first transaction while the rest is queued
+	if err := s.Queue(ctx, []string{b.name}, [][]byte{pdu(0)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first transaction", func() bool { return b.attemptCount() == 1 })
+	var pdus, edus [][]byte
+	for i := 1; i < 30; i++ {
+		pdus = append(pdus, pdu(i))
+		edus = append(edus, testEDU(i))
+	}
+	if err := s.Queue(ctx, []string{b.name}, pdus, edus); err != nil {
+		t.Fatal(err)
+	}
+	b.setMode("500")
+	waitFor(t, "a failure recorded", func() bool {
+		bo, err := a.db.DestinationBackoffs(ctx)
+		return err == nil && bo[b.name].Failures == 1
+	})
+	waitFor(t, "the queue trimmed", func() bool {
+		p, e, err := a.db.QueuedBatch(ctx, b.name, 100, 100)
+		return err == nil && len(p) == 10 && len(e) == 3
+	})
+	p, e, _ := a.db.QueuedBatch(ctx, b.name, 100, 100)
+	if string(p[0].Body) != string(pdu(20)) || string(p[9].Body) != string(pdu(29)) || string(e[0].Body) != string(testEDU(27)) {
+		t.Errorf("kept PDUs %s..%s and EDUs from %s, want the newest", p[0].Body, p[9].Body, e[0].Body)
+	}
+}

@@ -141,3 +141,16 @@ func (db *DB) PublishedRoomIDs(ctx context.Context) ([]string, error) {
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
+
+// TrimQueue keeps only the newest maxPDUs PDUs and maxEDUs EDUs queued for
+// destination and returns how many items went.
+func (db *DB) TrimQueue(ctx context.Context, destination string, maxPDUs, maxEDUs int) (int64, error) {
+	tag, err := db.Pool.Exec(ctx, `DELETE FROM federation_queue q WHERE destination = $1 AND (
+		(NOT is_edu AND seq < (SELECT seq FROM federation_queue WHERE destination = $1 AND NOT is_edu ORDER BY seq DESC OFFSET $2 - 1 LIMIT 1))
+		OR (is_edu AND seq < (SELECT seq FROM federation_queue WHERE destination = $1 AND is_edu ORDER BY seq DESC OFFSET $3 - 1 LIMIT 1)))`,
+		destination, maxPDUs, maxEDUs)
+	if err != nil {
+		return 0, fmt.Errorf("trimming the federation queue: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

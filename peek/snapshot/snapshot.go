@@ -10,6 +10,14 @@
 // "did this room change?", so several processes fed by the same stream stay
 // consistent. A cold room is loaded once however many readers ask at the same
 // time, and memory is bounded by an LRU on an estimate of each room's bytes.
+//
+// A cold load reads only what the first screen shows, with a few targeted
+// queries run at once — the state without member events, a member COUNT, the
+// latest events and their senders' member events — and never loads the room
+// into the room service, which for a 20,000-member room means reading and
+// parsing every member event (seconds). Every user's membership (strings,
+// which keep the counts exact as the stream changes them) is read after the
+// first snapshot is served.
 package snapshot
 
 import (

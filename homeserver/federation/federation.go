@@ -6,6 +6,14 @@
 // requests with X-Matrix authorization over verified TLS, and authenticating
 // inbound ones. Joins, transactions and the rest of the federation API build
 // on Service.Authenticate and Service.Client.
+//
+// Outbound, Sender (sender.go) delivers PDUs and EDUs in /send transactions
+// from per-destination queues kept in PostgreSQL, with backoff for servers
+// that fail. EDUs both ways are in edus.go: inbound ones are checked against
+// their origin and handed to the ephemeral and e2ee services, which hand
+// local changes back to the sender. query.go and query_directory.go answer
+// other servers' profile, alias, device, key, directory and hierarchy
+// queries, and ask theirs for local clients.
 package federation
 
 import (

@@ -6,6 +6,11 @@
 // Typing and presence live in memory (they are worthless after a restart);
 // receipts are stored. Every change takes a position in the global stream so
 // sync tokens cover them and long-polls wake.
+//
+// Over federation (federation.go): local users' typing, public read receipts
+// and presence go to the other servers of their rooms through Outbound;
+// remote users' arrive through RemoteTyping, RemoteReceipt and
+// RemotePresence, accepted only for users joined to the room.
 package ephemeral
 
 import (

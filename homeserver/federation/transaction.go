@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -147,6 +148,7 @@ func (s *Service) serveSend(w http.ResponseWriter, r *http.Request) {
 			continue // not even an event ID to answer about
 		}
 		if err != nil {
+			slog.InfoContext(ctx, "federation: PDU refused", "origin", origin, "event", evID, "err", err)
 			results[evID] = map[string]string{"error": err.Error()}
 		} else {
 			results[evID] = map[string]any{}

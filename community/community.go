@@ -200,7 +200,7 @@ func New(ctx context.Context, cfg Config, hs *homeserver.Server) (*Service, erro
 		return nil, err
 	}
 	hs.Client.SetAliasResolver(s.resolveAlias)
-	hs.Client.SetJoinGate(s.gateJoin)
+	hs.Client.SetJoinGate(s.GateJoin)
 	return s, nil
 }
 

@@ -150,10 +150,11 @@ func (s *Service) association(ctx context.Context, roomID string) (*storage.Comm
 	return c, nil
 }
 
-// gateJoin is the client API's join gate: private repositories' rooms admit
+// GateJoin is the join gate of every way in (the client API's, the web
+// site's join button): private repositories' rooms admit
 // only people the forge says may read them (inviting them on the way), and
 // every joiner's power level is set from the forge.
-func (s *Service) gateJoin(ctx context.Context, roomID, userID string) error {
+func (s *Service) GateJoin(ctx context.Context, roomID, userID string) error {
 	c, err := s.association(ctx, roomID)
 	if err != nil || c == nil || userID == s.bot {
 		return err

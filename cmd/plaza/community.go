@@ -107,6 +107,15 @@ func (r webRepos) RepoRoom(ctx context.Context, forgePath, viewer string) (strin
 }
 
 // repoRooms is the web site's Config.Repos: nil without rooms on demand.
+// joinGate is community's join gate for the web site's join button (nil
+// without rooms on demand).
+func joinGate(svc *community.Service) func(ctx context.Context, roomID, userID string) error {
+	if svc == nil {
+		return nil
+	}
+	return svc.GateJoin
+}
+
 func repoRooms(svc *community.Service) web.RepoRooms {
 	if svc == nil {
 		return nil

@@ -190,7 +190,7 @@ func runServer(ctx context.Context, cfg Config, demo bool, log *slog.Logger) (er
 	}
 	// The web site (room pages for anonymous visitors, live streams, the
 	// composer) serves from the previews' snapshot cache.
-	site, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Repos: repoRooms(rooms), Log: log, Renderer: renderer})
+	site, err := web.New(hs, previews.Cache(), web.Config{Sessions: signIn, Repos: repoRooms(rooms), JoinGate: joinGate(rooms), Log: log, Renderer: renderer})
 	if err != nil {
 		return fmt.Errorf("starting the web site: %w", err)
 	}

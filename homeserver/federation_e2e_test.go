@@ -840,3 +840,24 @@ func TestFederationEndpointErrors(t *testing.T) {
 		t.Fatal("a failed request changed the room")
 	}
 }
+
+// A direct chat created with a remote invitee: the invite goes over
+// federation once the room exists.
+func TestFederationDirectChatWithRemoteInvitee(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice, bob := a.register("alice"), b.register("bob")
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "trusted_private_chat", "is_direct": true,
+		"invite": []string{bob.UserID}}).str("room_id")
+	invitedTo(t, bob, roomID)
+	inv, err := a.hs.Rooms.StateEvent(context.Background(), roomID, "m.room.member", bob.UserID)
+	if err != nil || inv == nil || !strings.Contains(string(inv.Content()), `"is_direct":true`) {
+		t.Fatalf("bob's invite on a: %v %v", inv, err)
+	}
+	if sigs, _ := inv.Signatures(); sigs[b.name] == nil {
+		t.Fatal("the invite is not countersigned by bob's server")
+	}
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	bob.send(roomID, text("dm reply"))
+	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "dm reply") })
+}

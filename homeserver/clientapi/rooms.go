@@ -249,18 +249,31 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request) {
 	if req.Topic != nil {
 		initial = append(initial, st("m.room.topic", "", map[string]any{"topic": *req.Topic}))
 	}
+	var remoteInvites []string
+	inviteContent := map[string]any{"membership": "invite"}
+	if req.IsDirect {
+		inviteContent["is_direct"] = true
+	}
 	for _, u := range req.Invite {
-		c := map[string]any{"membership": "invite"}
-		if req.IsDirect {
-			c["is_direct"] = true
+		if a.remote != nil && id.ServerOf(u) != a.cfg.ServerName {
+			// Their server must countersign: invited once the room exists.
+			remoteInvites = append(remoteInvites, u)
+			continue
 		}
-		initial = append(initial, st(event.TypeMember, u, c))
+		initial = append(initial, st(event.TypeMember, u, inviteContent))
 	}
 
 	roomID, err := a.rooms.CreateRoom(ctx, v, me, mustJSON(createContent), initial)
 	if err != nil {
 		httpapi.Fail(w, r, roomErr(err))
 		return
+	}
+	for _, u := range remoteInvites {
+		// The room exists whatever their servers answer; a failed invite
+		// is logged, as the client cannot be told about it here.
+		if err := a.remote.Invite(ctx, roomID, me, u, mustJSON(inviteContent)); err != nil {
+			slog.Warn("inviting a remote user to a new room failed", "room", roomID, "user", u, "err", err)
+		}
 	}
 	if alias != "" {
 		if err := a.db.CreateAlias(ctx, alias, roomID, me); err != nil {

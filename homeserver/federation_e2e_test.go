@@ -826,6 +826,8 @@ func TestFederationEndpointErrors(t *testing.T) {
 	want(call("GET", "/_matrix/federation/v1/make_join/"+room+"/"+url.PathEscape(alice.UserID)+"?ver=12", nil), 403, "M_FORBIDDEN")
 	want(call("GET", "/_matrix/federation/v1/make_join/"+url.PathEscape("!nope:"+a.name)+"/"+bobID+"?ver=12", nil), 404, "M_NOT_FOUND")
 	want(call("PUT", "/_matrix/federation/v2/send_join/"+room+"/$x", []byte(`{"type":"m.room.member"}`)), 400, "M_BAD_JSON")
+	want(call("PUT", "/_matrix/federation/v1/send_join/"+room+"/$x", []byte(`{"type":"m.room.member"}`)), 400, "M_BAD_JSON")
+	want(call("PUT", "/_matrix/federation/v1/send_leave/"+room+"/$x", []byte(`{"type":"m.room.member"}`)), 400, "M_BAD_JSON")
 	want(call("GET", "/_matrix/federation/v1/event/"+url.PathEscape("$unknown"), nil), 404, "M_NOT_FOUND")
 	// b has nobody in the room: it may not read it.
 	latest, _ := a.hs.Rooms.LatestEventID(ctx, roomID)
@@ -860,4 +862,57 @@ func TestFederationDirectChatWithRemoteInvitee(t *testing.T) {
 	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
 	bob.send(roomID, text("dm reply"))
 	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "dm reply") })
+}
+
+// Events a server may not see by the room's history visibility come
+// redacted from get_missing_events and /event; /event_auth of a version 12
+// room includes its create event.
+func TestFederationReadsFollowHistoryVisibility(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice, bob := a.register("alice"), b.register("bob")
+	ctx := context.Background()
+	roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.history_visibility/", map[string]any{"history_visibility": "joined"})
+	secret := alice.send(roomID, text("before bob joined"))
+	bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+	after := alice.send(roomID, text("after bob joined"))
+	create, _ := a.hs.Rooms.StateEvent(ctx, roomID, "m.room.create", "")
+	join, _ := a.hs.Rooms.StateEvent(ctx, roomID, "m.room.member", bob.UserID)
+
+	var missing struct {
+		Events []map[string]any `json:"events"`
+	}
+	if err := b.hs.Federation.Client.DoJSON(ctx, a.name, "POST", "/_matrix/federation/v1/get_missing_events/"+url.PathEscape(roomID),
+		map[string]any{"earliest_events": []string{create.ID()}, "latest_events": []string{after}, "limit": 20}, &missing, true); err != nil {
+		t.Fatal(err)
+	}
+	bodies := map[string]bool{}
+	for _, e := range missing.Events {
+		c, _ := e["content"].(map[string]any)
+		if b, ok := c["body"].(string); ok {
+			bodies[b] = true
+		}
+	}
+	if bodies["before bob joined"] || len(missing.Events) < 3 {
+		t.Fatalf("get_missing_events: %v", missing.Events)
+	}
+	var one struct {
+		PDUs []map[string]any `json:"pdus"`
+	}
+	if err := b.hs.Federation.Client.DoJSON(ctx, a.name, "GET", "/_matrix/federation/v1/event/"+url.PathEscape(secret), nil, &one, true); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := one.PDUs[0]["content"].(map[string]any); len(c) != 0 {
+		t.Fatalf("/event of a hidden event: %v", one.PDUs[0])
+	}
+	var chain struct {
+		AuthChain []map[string]any `json:"auth_chain"`
+	}
+	if err := b.hs.Federation.Client.DoJSON(ctx, a.name, "GET", "/_matrix/federation/v1/event_auth/"+url.PathEscape(roomID)+"/"+url.PathEscape(join.ID()), nil, &chain, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fmt.Sprint(chain.AuthChain), "m.room.create") {
+		t.Fatalf("event_auth without the create event: %v", chain.AuthChain)
+	}
 }

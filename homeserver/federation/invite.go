@@ -24,6 +24,7 @@ func (s *Service) InviteRoutes(r chi.Router) {
 		r.Put("/_matrix/federation/v2/invite/{roomID}/{eventID}", s.serveInvite)
 		r.Get("/_matrix/federation/v1/make_leave/{roomID}/{userID}", s.serveMakeLeave)
 		r.Put("/_matrix/federation/v2/send_leave/{roomID}/{eventID}", s.serveSendLeave)
+		r.Put("/_matrix/federation/v1/send_leave/{roomID}/{eventID}", s.serveSendLeaveV1)
 		r.Get("/_matrix/federation/v1/make_knock/{roomID}/{userID}", s.serveMakeKnock)
 		r.Put("/_matrix/federation/v1/send_knock/{roomID}/{eventID}", s.serveSendKnock)
 	})
@@ -206,7 +207,12 @@ func (s *Service) serveMakeLeave(w http.ResponseWriter, r *http.Request) {
 }
 
 // PUT /v2/send_leave/{roomID}/{eventID}
-func (s *Service) serveSendLeave(w http.ResponseWriter, r *http.Request) {
+func (s *Service) serveSendLeave(w http.ResponseWriter, r *http.Request) { s.sendLeave(w, r, false) }
+
+// PUT /v1/send_leave/{roomID}/{eventID}: the same, answered as [200, {}].
+func (s *Service) serveSendLeaveV1(w http.ResponseWriter, r *http.Request) { s.sendLeave(w, r, true) }
+
+func (s *Service) sendLeave(w http.ResponseWriter, r *http.Request, v1 bool) {
 	ctx := r.Context()
 	origin := Origin(ctx)
 	roomID, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID")
@@ -253,6 +259,10 @@ func (s *Service) serveSendLeave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.relay(ctx, roomID, origin, ev)
+	if v1 {
+		httpapi.Respond(w, http.StatusOK, []any{http.StatusOK, struct{}{}})
+		return
+	}
 	httpapi.Respond(w, http.StatusOK, struct{}{})
 }
 

@@ -31,6 +31,7 @@ func (s *Service) PDURoutes(r chi.Router) {
 		r.Get("/_matrix/federation/v1/backfill/{roomID}", s.serveBackfill)
 		r.Get("/_matrix/federation/v1/make_join/{roomID}/{userID}", s.serveMakeJoin)
 		r.Put("/_matrix/federation/v2/send_join/{roomID}/{eventID}", s.serveSendJoin)
+		r.Put("/_matrix/federation/v1/send_join/{roomID}/{eventID}", s.serveSendJoinV1)
 	})
 }
 
@@ -98,14 +99,13 @@ func (s *Service) serveEvent(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	ev := se.Event
-	if se.RedactedBy != "" {
-		if red, err := ev.Redact(); err == nil {
-			ev = red
-		}
+	out, err := s.forServer(ctx, Origin(ctx), []*storage.StoredEvent{se})
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]any{"origin": s.cfg.ServerName, "origin_server_ts": s.cfg.Now().UnixMilli(),
-		"pdus": []json.RawMessage{ev.JSON()}})
+		"pdus": out})
 }
 
 // stateAt answers /state and /state_ids.
@@ -174,16 +174,12 @@ func (s *Service) serveEventAuth(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	chain, err := s.db.AuthChain(ctx, []string{eventID})
+	chain, err := s.locals.Rooms.AuthChain(ctx, roomID, []string{eventID})
 	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	evs := make([]*event.Event, len(chain))
-	for i, c := range chain {
-		evs[i] = c.Event
-	}
-	httpapi.Respond(w, http.StatusOK, map[string]any{"auth_chain": pdus(evs)})
+	httpapi.Respond(w, http.StatusOK, map[string]any{"auth_chain": pdus(chain)})
 }
 
 // maxMissingLimit bounds one /get_missing_events answer.
@@ -224,11 +220,31 @@ func (s *Service) serveMissingEvents(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	out := make([]json.RawMessage, 0, len(evs))
-	for _, se := range evs {
-		out = append(out, redactedJSON(se))
+	out, err := s.forServer(ctx, Origin(ctx), evs)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]any{"events": out})
+}
+
+// forServer renders events for origin: redacted where history visibility
+// hides them from it (or they were redacted here).
+func (s *Service) forServer(ctx context.Context, origin string, evs []*storage.StoredEvent) ([]json.RawMessage, error) {
+	visible, err := s.locals.Rooms.VisibleToServer(ctx, origin, evs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(evs))
+	for i, se := range evs {
+		out[i] = redactedJSON(se)
+		if !visible[i] {
+			if red, err := se.Event.Redact(); err == nil {
+				out[i] = red.JSON()
+			}
+		}
+	}
+	return out, nil
 }
 
 func redactedJSON(se *storage.StoredEvent) json.RawMessage {
@@ -272,14 +288,19 @@ func (s *Service) serveBackfill(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	out := make([]json.RawMessage, 0, len(evs)+len(named))
+	var picked []*storage.StoredEvent
 	for _, se := range named {
-		if se.Event.RoomID() == roomID && !se.Rejected && len(out) < limit {
-			out = append(out, redactedJSON(se))
+		if se.Event.RoomID() == roomID && !se.Rejected && len(picked) < limit {
+			picked = append(picked, se)
 		}
 	}
-	for i := len(evs) - 1; i >= 0 && len(out) < limit; i-- {
-		out = append(out, redactedJSON(evs[i]))
+	for i := len(evs) - 1; i >= 0 && len(picked) < limit; i-- {
+		picked = append(picked, evs[i])
+	}
+	out, err := s.forServer(ctx, Origin(ctx), picked)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return
 	}
 	httpapi.Respond(w, http.StatusOK, map[string]any{"origin": s.cfg.ServerName, "origin_server_ts": s.cfg.Now().UnixMilli(), "pdus": out})
 }
@@ -299,7 +320,12 @@ func templateOf(ev *event.Event) map[string]any {
 }
 
 // PUT /v2/send_join/{roomID}/{eventID}
-func (s *Service) serveSendJoin(w http.ResponseWriter, r *http.Request) {
+func (s *Service) serveSendJoin(w http.ResponseWriter, r *http.Request) { s.sendJoin(w, r, false) }
+
+// PUT /v1/send_join/{roomID}/{eventID}: the same, answered as [200, {...}].
+func (s *Service) serveSendJoinV1(w http.ResponseWriter, r *http.Request) { s.sendJoin(w, r, true) }
+
+func (s *Service) sendJoin(w http.ResponseWriter, r *http.Request, v1 bool) {
 	ctx := r.Context()
 	origin := Origin(ctx)
 	roomID, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID")
@@ -366,8 +392,13 @@ func (s *Service) serveSendJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.relay(ctx, roomID, origin, ev)
-	httpapi.Respond(w, http.StatusOK, map[string]any{"origin": s.cfg.ServerName, "state": pdus(state), "auth_chain": pdus(chain),
-		"members_omitted": false, "servers_in_room": servers, "event": json.RawMessage(ev.JSON())})
+	answer := map[string]any{"origin": s.cfg.ServerName, "state": pdus(state), "auth_chain": pdus(chain),
+		"members_omitted": false, "servers_in_room": servers, "event": json.RawMessage(ev.JSON())}
+	if v1 {
+		httpapi.Respond(w, http.StatusOK, []any{http.StatusOK, answer})
+		return
+	}
+	httpapi.Respond(w, http.StatusOK, answer)
 }
 
 // aclAllows applies the room's m.room.server_acl to server.

@@ -127,3 +127,55 @@ func (s *Service) storeBackfill(ctx context.Context, server string, r *roomEntry
 	}
 	return n, nil
 }
+
+// VisibleToServer decides, for events of the room, whether server may see
+// each in full (the spec's history visibility applied to a server): the
+// history visibility in the state before the event is world_readable or
+// shared, or a user of server was joined then (or invited, for
+// "invited"). Events it may not see are sent redacted, keeping the DAG
+// whole.
+func (s *Service) VisibleToServer(ctx context.Context, server string, evs []*storage.StoredEvent) ([]bool, error) {
+	out := make([]bool, len(evs))
+	groups := map[int64]map[event.TypeKey]stateItem{}
+	for i, se := range evs {
+		ev := se.Event
+		if sk := ev.StateKey(); ev.Type() == event.TypeMember && sk != nil && id.ServerOf(*sk) == server {
+			out[i] = true // its own users' membership
+			continue
+		}
+		group, _, err := s.db.StateBeforeEvent(ctx, ev.ID())
+		if err != nil {
+			return nil, err
+		}
+		st, ok := groups[group]
+		if !ok {
+			if st, err = s.stateOfGroup(ctx, group); err != nil {
+				return nil, err
+			}
+			groups[group] = st
+		}
+		hv := "shared"
+		if e := st[event.TypeKey{Type: "m.room.history_visibility"}].ev; e != nil {
+			var c struct {
+				V string `json:"history_visibility"`
+			}
+			if json.Unmarshal(e.Content(), &c) == nil && c.V != "" {
+				hv = c.V
+			}
+		}
+		if hv == "world_readable" || hv == "shared" {
+			out[i] = true
+			continue
+		}
+		for tk, it := range st {
+			if tk.Type != event.TypeMember || id.ServerOf(tk.StateKey) != server {
+				continue
+			}
+			if m := MembershipOf(it.ev); m == "join" || (hv == "invited" && m == "invite") {
+				out[i] = true
+				break
+			}
+		}
+	}
+	return out, nil
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"plaza/homeserver/auth"
 	"plaza/homeserver/builder"
@@ -146,12 +147,35 @@ func (s *Service) StateAt(ctx context.Context, roomID, eventID string) (state, a
 		state = append(state, it.ev)
 		ids = append(ids, it.ev.ID())
 	}
-	chain, err := s.db.AuthChain(ctx, ids)
+	authChain, err = s.AuthChain(ctx, roomID, ids)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, c := range chain {
-		authChain = append(authChain, c.Event)
-	}
 	return state, authChain, nil
+}
+
+// AuthChain returns the auth chain of events of the room. From version 12
+// on the create event authorises every event without being cited, so it is
+// part of every chain.
+func (s *Service) AuthChain(ctx context.Context, roomID string, ids []string) ([]*event.Event, error) {
+	chain, err := s.db.AuthChain(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*event.Event, 0, len(chain)+1)
+	haveCreate := false
+	for _, c := range chain {
+		out = append(out, c.Event)
+		haveCreate = haveCreate || c.Event.Type() == event.TypeCreate
+	}
+	if v, err := s.Version(ctx, roomID); err == nil && v.RoomIDFromCreate && !haveCreate {
+		create, err := s.StateEvent(ctx, roomID, event.TypeCreate, "")
+		if err != nil {
+			return nil, err
+		}
+		if create != nil && !slices.Contains(ids, create.ID()) {
+			out = append(out, create)
+		}
+	}
+	return out, nil
 }

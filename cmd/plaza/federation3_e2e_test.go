@@ -37,18 +37,6 @@ import (
 // federation ports are chosen once and kept across restarts, because the
 // other servers know a server by its name, port included.
 
-// fedPending names what the suite still waits for, sub-test by sub-test:
-// the feature, and who builds it. A sub-test whose entry is not empty is
-// skipped with that reason; an entry is emptied when its feature lands.
-// Set PLAZA_FED3_ALL=1 to run them anyway and see where they stand.
-func fedPending(subtest string) string {
-	switch subtest {
-	case "DM created with its invitee":
-		return "needs createRoom's invite list to invite remote users over federation, as /invite does (fed-core: clientapi createRoom puts them in the initial state unsigned by their server)"
-	}
-	return ""
-}
-
 // fedWait bounds every wait for something to cross federation. It is a
 // deadline for a test that would otherwise hang, not a performance target.
 const fedWait = 60 * time.Second
@@ -56,13 +44,6 @@ const fedWait = 60 * time.Second
 func TestFederationThreeServers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three servers with PostgreSQL; skipped with -short")
-	}
-	all := os.Getenv("PLAZA_FED3_ALL") == "1"
-	pending := func(t testing.TB, name string) {
-		t.Helper()
-		if reason := fedPending(name); reason != "" && !all {
-			t.Skip(reason)
-		}
 	}
 
 	net3 := startFederation(t, 3)
@@ -75,7 +56,6 @@ func TestFederationThreeServers(t *testing.T) {
 	var joined bool
 
 	t.Run("join by alias", func(t *testing.T) {
-		pending(t, "join by alias")
 		for _, c := range []*fedClient{alice, bob} {
 			var resp struct {
 				RoomID string `json:"room_id"`
@@ -104,7 +84,6 @@ func TestFederationThreeServers(t *testing.T) {
 
 	var msgs []string // event IDs of the messages sent so far
 	t.Run("talk both ways", func(t *testing.T) {
-		pending(t, "talk both ways")
 		needJoined(t)
 		for i, c := range []*fedClient{alice, bob, carol, bob, alice} {
 			msgs = append(msgs, c.send(t, roomID, "m.room.message", text(fmt.Sprintf("hello %d from %s", i, c.userID))))
@@ -115,7 +94,6 @@ func TestFederationThreeServers(t *testing.T) {
 	})
 
 	t.Run("edit redact thread", func(t *testing.T) {
-		pending(t, "edit redact thread")
 		needJoined(t)
 		original := alice.send(t, roomID, "m.room.message", text("first draft"))
 		edit := alice.send(t, roomID, "m.room.message", map[string]any{
@@ -153,7 +131,6 @@ func TestFederationThreeServers(t *testing.T) {
 	})
 
 	t.Run("offline server catches up", func(t *testing.T) {
-		pending(t, "offline server catches up")
 		needJoined(t)
 		hs2.stop(t)
 		var missed []string
@@ -178,7 +155,6 @@ func TestFederationThreeServers(t *testing.T) {
 	})
 
 	t.Run("ban while offline holds", func(t *testing.T) {
-		pending(t, "ban while offline holds")
 		needJoined(t)
 		hs2.stop(t)
 		carol.must(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/ban", map[string]any{"user_id": bob.userID, "reason": "while away"}, nil)
@@ -209,7 +185,6 @@ func TestFederationThreeServers(t *testing.T) {
 	})
 
 	t.Run("invite across servers", func(t *testing.T) {
-		pending(t, "invite across servers")
 		private := alice.createRoom(t, map[string]any{"preset": "private_chat", "name": "invite only"})
 		alice.must(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/invite", map[string]any{"user_id": carol.userID}, nil)
 		eventually(t, "carol's invite in her /sync", func() (bool, string) {
@@ -235,7 +210,6 @@ func TestFederationThreeServers(t *testing.T) {
 	// federation intact.
 	var aliceDev, carolDev deviceKeys
 	t.Run("device keys across servers", func(t *testing.T) {
-		pending(t, "device keys across servers")
 		aliceDev, carolDev = alice.uploadDeviceKeys(t), carol.uploadDeviceKeys(t)
 		// Each sees the other's device keys, signatures intact.
 		alice.checkRemoteDeviceKeys(t, carol.userID, carolDev)
@@ -270,7 +244,6 @@ func TestFederationThreeServers(t *testing.T) {
 	})
 
 	t.Run("encrypted DM", func(t *testing.T) {
-		pending(t, "encrypted DM")
 		if aliceDev.deviceID == "" || carolDev.deviceID == "" {
 			t.Skip("the device keys sub-test did not succeed")
 		}
@@ -315,7 +288,6 @@ func TestFederationThreeServers(t *testing.T) {
 	})
 
 	t.Run("DM created with its invitee", func(t *testing.T) {
-		pending(t, "DM created with its invitee")
 		// What Element does to open a DM: one createRoom naming the
 		// invitee, who must see an invite marked is_direct.
 		dm := alice.createRoom(t, map[string]any{"preset": "trusted_private_chat", "is_direct": true, "invite": []string{carol.userID}})
@@ -866,9 +838,6 @@ func jsonEqual(a, b json.RawMessage) bool {
 //
 //	go test ./cmd/plaza -run '^$' -bench FederationJoinLargeRoom -benchtime 1x
 func BenchmarkFederationJoinLargeRoom(b *testing.B) {
-	if reason := fedPending("join by alias"); reason != "" && os.Getenv("PLAZA_FED3_ALL") != "1" {
-		b.Skip(reason)
-	}
 	members, events := envInt(b, "PLAZA_BENCH_MEMBERS", 5000), envInt(b, "PLAZA_BENCH_EVENTS", 20000)
 	servers := startFederation(b, 1)
 	hsA := servers[0]

@@ -205,6 +205,19 @@ func TestFederationJoinByAliasAndTalk(t *testing.T) {
 	alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/redact/"+url.PathEscape(doomed)+"/r1", map[string]any{})
 	waitFor(t, bob, roomID, func(got []string) bool { return !slices.Contains(got, "to be redacted") })
 	waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, "* fixed") })
+	// An event alice's server never received may exist on bob's: her
+	// redaction of it goes out all the same.
+	unseen := alice.must("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/redact/"+url.PathEscape("$neverseenhere")+"/r2", map[string]any{}).str("event_id")
+	deadline0 := time.Now().Add(60 * time.Second)
+	for {
+		if se, err := b.hs.DB.EventByID(context.Background(), unseen); err == nil && se.StreamPos != 0 {
+			break
+		}
+		if time.Now().After(deadline0) {
+			t.Fatal("the redaction of an unseen event never reached b")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	threads := bob.must("GET", "/_matrix/client/v1/rooms/"+url.PathEscape(roomID)+"/threads", nil)
 	if !strings.Contains(string(threads.Raw), root) {
 		t.Fatalf("bob's server does not list the thread: %s", threads.Raw)

@@ -56,7 +56,7 @@ func (s *Service) storeOutOfRoom(ctx context.Context, v *event.RoomVersion, ev *
 	if err != nil {
 		return fmt.Errorf("storing %s: %w", ev.ID(), err)
 	}
-	s.publish(ev.RoomID(), []*storage.StoredEvent{{NID: nid, StreamPos: pos, Event: ev}})
+	s.notify(Notification{RoomID: ev.RoomID(), Events: []*storage.StoredEvent{{NID: nid, StreamPos: pos, Event: ev}}, Delivered: true})
 	return nil
 }
 

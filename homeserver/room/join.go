@@ -38,7 +38,7 @@ func (s *Service) JoinRemote(ctx context.Context, v *event.RoomVersion, server s
 		}
 	}
 	r.loadMu.Unlock()
-	return s.receive(ctx, server, join, true)
+	return s.receiveIncoming(ctx, server, &incoming{ev: join, delivered: true}, true)
 }
 
 // createFromJoin is JoinRemote for a room we are not in; the caller holds
@@ -102,7 +102,7 @@ func (s *Service) createFromJoin(ctx context.Context, r *roomEntry, v *event.Roo
 	if err := s.db.ForgetRemoteInvite(ctx, join.Sender(), roomID); err != nil {
 		slog.Warn("dropping a remote invite after joining", "room", roomID, "err", err)
 	}
-	s.publish(roomID, []*storage.StoredEvent{{NID: persisted.NID, StreamPos: re.StreamPos, Event: join}})
+	s.notify(Notification{RoomID: roomID, Events: []*storage.StoredEvent{{NID: persisted.NID, StreamPos: re.StreamPos, Event: join}}, Delivered: true})
 	s.tracker.Complete(re.StreamPos)
 	return nil
 }

@@ -80,6 +80,9 @@ type incoming struct {
 	// outlier: store ev without a place in the timeline (state and auth
 	// events of a join, invites to rooms we are not in).
 	outlier bool
+	// delivered: our own event that the room's servers already have
+	// (see Notification.Delivered).
+	delivered bool
 }
 
 // Receive checks and stores an event sent by origin for a room this server
@@ -173,6 +176,11 @@ func (s *Service) verifyBy(ctx context.Context, ev *event.Event, server string) 
 // whether missing prev events may be asked for (not for events that were
 // themselves fetched that way: one round of gap filling per PDU).
 func (s *Service) receive(ctx context.Context, origin string, ev *event.Event, fill bool) error {
+	return s.receiveIncoming(ctx, origin, &incoming{ev: ev}, fill)
+}
+
+func (s *Service) receiveIncoming(ctx context.Context, origin string, in *incoming, fill bool) error {
+	ev := in.ev
 	r, err := s.load(ctx, ev.RoomID())
 	if err != nil {
 		return err
@@ -187,7 +195,6 @@ func (s *Service) receive(ctx context.Context, origin string, ev *event.Event, f
 	if err := s.fetchAuthEvents(ctx, origin, r, []*event.Event{ev}); err != nil {
 		return err
 	}
-	in := &incoming{ev: ev}
 	missing, err := s.missingPrevs(ctx, ev)
 	if err != nil {
 		return err
@@ -776,7 +783,7 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 	}
 	r.smu.Unlock()
 	stored := &storage.StoredEvent{NID: persisted.NID, StreamPos: re.StreamPos, Event: ev, ReplacesState: re.ReplacesState}
-	s.publish(row.RoomID, []*storage.StoredEvent{stored})
+	s.notify(Notification{RoomID: row.RoomID, Events: []*storage.StoredEvent{stored}, Delivered: in.delivered})
 	return Result{Event: ev, NID: persisted.NID, StreamPos: re.StreamPos}, nil
 }
 

@@ -77,6 +77,11 @@ type Service struct {
 type Notification struct {
 	RoomID string
 	Events []*storage.StoredEvent
+	// Delivered is set for our users' membership events that already
+	// reached the room's servers through a make_/send_ handshake (a join,
+	// leave or knock over federation): the outbound sender must not send
+	// them again.
+	Delivered bool
 }
 
 // New returns the room service.
@@ -562,11 +567,15 @@ func (s *Service) CreateRoom(ctx context.Context, v *event.RoomVersion, creator 
 }
 
 func (s *Service) publish(roomID string, stored []*storage.StoredEvent) {
-	s.invalidateVisibility(roomID, stored)
+	s.notify(Notification{RoomID: roomID, Events: stored})
+}
+
+func (s *Service) notify(n Notification) {
+	s.invalidateVisibility(n.RoomID, n.Events)
 	s.subsMu.RLock()
 	defer s.subsMu.RUnlock()
 	for _, f := range s.subs {
-		f(Notification{RoomID: roomID, Events: stored})
+		f(n)
 	}
 }
 
@@ -683,6 +692,19 @@ func (s *Service) StateAfterEvent(ctx context.Context, eventID string) ([]*event
 // the client may not make is refused outright.
 func (s *Service) redactionAllowed(ev *event.Event, ov *overlay) (bool, error) {
 	target, err := s.db.EventByID(context.Background(), ev.Redacts())
+	if errors.Is(err, storage.ErrNotFound) && s.federated(ev.RoomID()) {
+		// Another server may have the event we never received: the
+		// redaction goes out for it to apply, if the sender may redact
+		// others' events.
+		pl, err := auth.PowerLevelsFor(ov.get)
+		if err != nil {
+			return false, err
+		}
+		if pl.UserLevel(ev.Sender()) >= pl.Redact {
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: you may only redact your own events", ErrForbidden)
+	}
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && target.Event.RoomID() != ev.RoomID()) {
 		return false, fmt.Errorf("%w: cannot redact %s", ErrUnknownEvent, ev.Redacts())
 	}
@@ -700,6 +722,13 @@ func (s *Service) redactionAllowed(ev *event.Event, ov *overlay) (bool, error) {
 		return true, nil
 	}
 	return false, fmt.Errorf("%w: you may only redact your own events", ErrForbidden)
+}
+
+// federated reports whether servers other than ours have members joined
+// to the room.
+func (s *Service) federated(roomID string) bool {
+	servers, err := s.Servers(context.Background(), roomID)
+	return err == nil && slices.ContainsFunc(servers, func(sv string) bool { return sv != s.serverName })
 }
 
 // NID returns a room's numeric ID (from the loaded room: no query).

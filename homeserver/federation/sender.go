@@ -249,7 +249,8 @@ func (s *Sender) intakeRound(ctx context.Context) {
 func (s *Sender) queueNotification(ctx context.Context, n room.Notification, items []storage.Queued) ([]storage.Queued, error) {
 	for _, se := range n.Events {
 		ev := se.Event
-		if se.Rejected || id.ServerOf(ev.Sender()) != s.origin {
+		// Delivered: a membership the room's servers got through make_/send_.
+		if se.Rejected || n.Delivered || id.ServerOf(ev.Sender()) != s.origin {
 			continue
 		}
 		// The room service keeps the list in memory until membership

@@ -12,6 +12,7 @@ import (
 	"plaza/homeserver/event"
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/id"
+	"plaza/homeserver/room"
 )
 
 // The spec's bounds on one transaction.
@@ -147,10 +148,16 @@ func (s *Service) serveSend(w http.ResponseWriter, r *http.Request) {
 		if evID == "" {
 			continue // not even an event ID to answer about
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, room.ErrRejected):
+			// Processed: stored as rejected. Like Synapse, the answer
+			// reports errors only for PDUs that could not be processed.
+			slog.InfoContext(ctx, "federation: PDU rejected", "origin", origin, "event", evID, "err", err)
+			results[evID] = map[string]any{}
+		case err != nil:
 			slog.InfoContext(ctx, "federation: PDU refused", "origin", origin, "event", evID, "err", err)
 			results[evID] = map[string]string{"error": err.Error()}
-		} else {
+		default:
 			results[evID] = map[string]any{}
 		}
 	}

@@ -192,9 +192,6 @@ func (s *Service) receiveIncoming(ctx context.Context, origin string, in *incomi
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
-	if err := s.fetchAuthEvents(ctx, origin, r, []*event.Event{ev}); err != nil {
-		return err
-	}
 	missing, err := s.missingPrevs(ctx, ev)
 	if err != nil {
 		return err
@@ -212,6 +209,14 @@ func (s *Service) receiveIncoming(ctx context.Context, origin string, in *incomi
 		if in.state, err = s.fetchState(ctx, origin, r, ev); err != nil {
 			return fmt.Errorf("%w: prev events of %s: %w", ErrMissingEvents, ev.ID(), err)
 		}
+	}
+	// Auth events last: filling the gap or taking the state usually
+	// brought them. Those that cannot be had leave the event rejected.
+	if err := s.fetchAuthEvents(ctx, origin, r, []*event.Event{ev}); err != nil {
+		if !errors.Is(err, ErrMissingEvents) && !errors.Is(err, ErrBadEvent) {
+			return err
+		}
+		slog.Info("federation: auth events unavailable", "origin", origin, "event", ev.ID(), "err", err)
 	}
 	p := &pending{remote: in, done: make(chan struct{})}
 	s.enqueue(r, p)
@@ -426,23 +431,26 @@ func (s *Service) fetchStateByIDs(ctx context.Context, sf StateIDFetcher, origin
 		return nil, err
 	}
 	fetched := map[string]*event.Event{}
+	tried := map[string]bool{}
 	for _, eid := range all {
-		if _, ok := known[eid]; ok || fetched[eid] != nil {
+		if _, ok := known[eid]; ok || tried[eid] {
 			continue
 		}
-		if len(fetched) >= maxStateFetch {
+		if len(tried) >= maxStateFetch {
 			return nil, fmt.Errorf("more than %d state events to fetch", maxStateFetch)
 		}
+		tried[eid] = true
+		// An event that cannot be had is left out: the events it
+		// authorises are then rejected, not trusted.
 		raw, err := s.fetch.Event(ctx, origin, eid)
 		if err != nil {
-			return nil, err
+			slog.Info("federation: a state event is unavailable", "origin", origin, "event", eid, "err", err)
+			continue
 		}
 		e, err := s.CheckPDU(ctx, row.Version, raw)
-		if err != nil {
-			return nil, err
-		}
-		if e.ID() != eid || e.RoomID() != row.RoomID {
-			return nil, fmt.Errorf("%w: %s answered another event for %s", ErrBadEvent, origin, eid)
+		if err != nil || e.ID() != eid || e.RoomID() != row.RoomID {
+			slog.Info("federation: a state event is invalid", "origin", origin, "event", eid, "err", err)
+			continue
 		}
 		fetched[eid] = e
 	}
@@ -650,7 +658,7 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 		return Result{}, err
 	}
 	if len(authStored) != len(ev.AuthEventIDs()) {
-		return Result{}, fmt.Errorf("%w: auth events of %s", ErrMissingEvents, ev.ID())
+		rejected = true // an auth event nobody would give us
 	}
 	authEvs := make([]*event.Event, 0, len(authStored))
 	for _, a := range authStored {

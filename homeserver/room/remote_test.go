@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,5 +306,27 @@ func TestReceiveFetchesMissingPrevs(t *testing.T) {
 	lost := g.build(remoteUser, "m.room.message", nil, `{"body":"lost"}`, "$nowhere")
 	if err := g.receive(lost); !errors.Is(err, ErrMissingEvents) || g.stored(lost.ID()) != nil {
 		t.Fatalf("unfillable gap: %v", err)
+	}
+}
+
+// An event citing an auth event nobody can give us is stored rejected, so
+// events building on it are rejected too rather than trusted.
+func TestReceiveRejectsUnavailableAuthEvents(t *testing.T) {
+	g := newRemoteRig(t)
+	j := g.join()
+	p := event.Proto{Type: "m.room.message", Sender: remoteUser, RoomID: g.roomID, Content: json.RawMessage(`{"body":"x"}`),
+		PrevEvents: []string{j.ID()}, AuthEvents: append(slices.Clone(j.AuthEventIDs()), "$gone"), Depth: j.Depth() + 1, OriginServerTS: time.Now().UnixMilli()}
+	ev, err := p.Build(event.MustVersion("12"), remoteServer, g.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.receive(ev); !errors.Is(err, ErrRejected) {
+		t.Fatalf("got %v", err)
+	}
+	if se := g.stored(ev.ID()); se == nil || !se.Rejected {
+		t.Fatalf("stored as %+v", se)
+	}
+	if !slices.Contains(g.fetch.asked, "event $gone") {
+		t.Fatalf("the auth event was not asked for: %v", g.fetch.asked)
 	}
 }

@@ -928,3 +928,35 @@ func TestFederationReadsFollowHistoryVisibility(t *testing.T) {
 		t.Fatalf("event_auth without the create event: %v", chain.AuthChain)
 	}
 }
+
+// Complement's TestUnbanViaInvite, in process: banned from a remote room,
+// unbanned, invited again, and joining again.
+func TestFederationUnbanViaInvite(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice, bob := a.register("alice"), b.register("bob")
+	roomID := bob.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+	alice.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(b.name), map[string]any{})
+	since := alice.sync("", 0).str("next_batch")
+	bob.must("POST", path+"/ban", map[string]any{"user_id": alice.UserID})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r := alice.sync(since, 1000)
+		rooms, _ := r.Body["rooms"].(map[string]any)
+		if leave, _ := rooms["leave"].(map[string]any); leave[roomID] != nil && strings.Contains(string(r.Raw), `"membership":"ban"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's sync never showed the ban: %s", r.Raw)
+		}
+		since = r.str("next_batch")
+	}
+	bob.must("POST", path+"/unban", map[string]any{"user_id": alice.UserID})
+	bob.must("POST", path+"/invite", map[string]any{"user_id": alice.UserID})
+	invitedTo(t, alice, roomID)
+	alice.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(b.name), map[string]any{})
+	if m, _ := b.hs.Rooms.Membership(context.Background(), roomID, alice.UserID); m != "join" {
+		t.Fatalf("alice is %q on b", m)
+	}
+}

@@ -330,3 +330,19 @@ func TestReceiveRejectsUnavailableAuthEvents(t *testing.T) {
 		t.Fatalf("the auth event was not asked for: %v", g.fetch.asked)
 	}
 }
+
+// A member sees the event that ends their membership (a leave, a kick, a
+// ban), but nothing after it.
+func TestVisibilityOfOwnLeave(t *testing.T) {
+	v := &Visibility{userID: "@u:x", hvPos: []int64{1}, hv: []string{"joined"}, mem: []storage.MembershipChange{
+		{StreamPos: 2, Membership: "join"}, {StreamPos: 5, Membership: "ban"}}}
+	for pos, want := range map[int64]bool{1: false, 2: true, 4: true, 5: true, 6: false} {
+		if got := v.CanSee(pos); got != want {
+			t.Errorf("position %d: %v, want %v", pos, got, want)
+		}
+	}
+	never := &Visibility{userID: "@u:x", hvPos: []int64{1}, hv: []string{"joined"}, mem: []storage.MembershipChange{{StreamPos: 3, Membership: "ban"}}}
+	if never.CanSee(3) {
+		t.Error("a ban of someone never joined is not theirs to see by this rule")
+	}
+}

@@ -124,6 +124,13 @@ func (v *Visibility) membershipAt(pos int64) string {
 	return v.mem[i].Membership
 }
 
+// leftAt reports whether the event at pos is the user's own membership
+// event taking them out of the room they were joined to.
+func (v *Visibility) leftAt(pos int64) bool {
+	i := sort.Search(len(v.mem), func(i int) bool { return v.mem[i].StreamPos >= pos })
+	return i < len(v.mem) && v.mem[i].StreamPos == pos && i > 0 && v.mem[i-1].Membership == "join"
+}
+
 // CanSee applies the spec's algorithm to the event at pos.
 func (v *Visibility) CanSee(pos int64) bool {
 	hv := v.historyAt(pos)
@@ -133,6 +140,9 @@ func (v *Visibility) CanSee(pos int64) bool {
 	m := v.membershipAt(pos)
 	if m == "join" {
 		return true
+	}
+	if (m == "leave" || m == "ban") && v.leftAt(pos) {
+		return true // a member sees the event that ends their membership
 	}
 	if hv == "shared" {
 		for _, c := range v.mem {

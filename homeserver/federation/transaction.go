@@ -185,7 +185,7 @@ func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMes
 	if err != nil {
 		return "", err
 	}
-	// Parsed only for its ID here: Receive checks it.
+	// Parsed once, here; ReceiveEvent checks signatures and hashes.
 	ev, err := event.Parse(v, raw)
 	if err != nil {
 		return "", err
@@ -196,6 +196,5 @@ func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMes
 	if err := s.aclAllows(ctx, head.RoomID, origin); err != nil {
 		return ev.ID(), err
 	}
-	_, err = s.locals.Rooms.Receive(ctx, origin, head.RoomID, raw)
-	return ev.ID(), err
+	return ev.ID(), s.locals.Rooms.ReceiveEvent(ctx, origin, head.RoomID, ev)
 }

@@ -94,14 +94,24 @@ func (s *Service) Receive(ctx context.Context, origin, roomID string, pdu json.R
 	if err != nil {
 		return "", err
 	}
-	ev, err := s.CheckPDU(ctx, v, pdu)
+	ev, err := event.Parse(v, pdu)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", ErrBadEvent, err)
 	}
+	return ev.ID(), s.ReceiveEvent(ctx, origin, roomID, ev)
+}
+
+// ReceiveEvent is Receive for a PDU the caller already parsed with the
+// room's version (event.Parse): its signatures and hash are checked here.
+func (s *Service) ReceiveEvent(ctx context.Context, origin, roomID string, ev *event.Event) error {
 	if ev.RoomID() != roomID {
-		return ev.ID(), fmt.Errorf("%w: event is for room %s", ErrBadEvent, ev.RoomID())
+		return fmt.Errorf("%w: event is for room %s", ErrBadEvent, ev.RoomID())
 	}
-	return ev.ID(), s.receive(ctx, origin, ev, true)
+	ev, err := s.checkParsed(ctx, ev)
+	if err != nil {
+		return err
+	}
+	return s.receive(ctx, origin, ev, true)
 }
 
 // CheckPDU parses a received PDU and checks its signatures and content
@@ -112,6 +122,10 @@ func (s *Service) CheckPDU(ctx context.Context, v *event.RoomVersion, pdu json.R
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadEvent, err)
 	}
+	return s.checkParsed(ctx, ev)
+}
+
+func (s *Service) checkParsed(ctx context.Context, ev *event.Event) (*event.Event, error) {
 	if err := s.verifyEvent(ctx, ev); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadEvent, ev.ID(), err)
 	}

@@ -837,6 +837,10 @@ func jsonEqual(a, b json.RawMessage) bool {
 // the room written on B.
 //
 //	go test ./cmd/plaza -run '^$' -bench FederationJoinLargeRoom -benchtime 1x
+//
+// With PLAZA_BENCH_CPUPROFILE=FILE, server B's CPU profile over its (last)
+// join is written to FILE (taken through B's admin listener), for
+// `go tool pprof FILE`.
 func BenchmarkFederationJoinLargeRoom(b *testing.B) {
 	members, events := envInt(b, "PLAZA_BENCH_MEMBERS", 5000), envInt(b, "PLAZA_BENCH_EVENTS", 20000)
 	servers := startFederation(b, 1)
@@ -865,13 +869,29 @@ func BenchmarkFederationJoinLargeRoom(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		hsB := startFederationPeer(b, hsA)
+		var extra []string
+		profile := os.Getenv("PLAZA_BENCH_CPUPROFILE")
+		if profile != "" {
+			extra = append(extra, "PLAZA_ADMIN_LISTEN=127.0.0.1:"+strconv.Itoa(freePorts(b, 1)[0]))
+		}
+		hsB := startFederationPeer(b, hsA, extra...)
 		joiner := hsB.register(b, fmt.Sprintf("joiner%d", i))
+		profiled := make(chan error, 1)
+		if profile != "" {
+			admin := strings.TrimPrefix(extra[0], "PLAZA_ADMIN_LISTEN=")
+			go func() { profiled <- fetchProfile("http://"+admin+"/debug/pprof/profile?seconds=10", profile) }()
+			time.Sleep(100 * time.Millisecond) // let the profile start before the join
+		} else {
+			profiled <- nil
+		}
 		b.StartTimer()
 		began := time.Now()
 		joiner.must(b, "POST", "/_matrix/client/v3/join/"+url.PathEscape("#big:"+hsA.name), map[string]any{}, nil)
 		b.StopTimer()
 		b.Logf("join %d took %s", i, time.Since(began).Round(time.Millisecond))
+		if err := <-profiled; err != nil {
+			b.Errorf("CPU profile: %v", err)
+		}
 		if got := len(joiner.joinedMembers(b, roomID)); got != members+1 {
 			b.Errorf("B sees %d joined members, want %d", got, members+1)
 		}
@@ -880,8 +900,9 @@ func BenchmarkFederationJoinLargeRoom(b *testing.B) {
 }
 
 // startFederationPeer starts one more server that trusts the same CA as
-// peer (it takes peer's settings, with its own name, port and data).
-func startFederationPeer(t testing.TB, peer *fedServer) *fedServer {
+// peer (it takes peer's settings, with its own name, port and data, plus
+// extraEnv).
+func startFederationPeer(t testing.TB, peer *fedServer, extraEnv ...string) *fedServer {
 	t.Helper()
 	port := freePorts(t, 1)[0]
 	name := "localhost:" + strconv.Itoa(port)
@@ -897,6 +918,7 @@ func startFederationPeer(t testing.TB, peer *fedServer) *fedServer {
 		}
 		s.env = append(s.env, kv)
 	}
+	s.env = append(s.env, extraEnv...)
 	s.start(t)
 	return s
 }
@@ -976,4 +998,25 @@ func envInt(t testing.TB, name string, def int) int {
 		t.Fatalf("%s=%q: want a positive number", name, v)
 	}
 	return n
+}
+
+// fetchProfile saves the CPU profile served at url to path.
+func fetchProfile(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -8,8 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"plaza/homeserver/auth"
@@ -493,13 +496,11 @@ func (s *Service) fetchStateByIDs(ctx context.Context, sf StateIDFetcher, origin
 func (s *Service) placeState(ctx context.Context, row *storage.Room, stateRaw, chainRaw []json.RawMessage) (map[event.TypeKey]stateItem, error) {
 	all := map[string]*event.Event{}
 	var state []*event.Event
-	for i, raw := range append(slices.Clone(stateRaw), chainRaw...) {
-		e, err := s.CheckPDU(ctx, row.Version, raw)
-		if err != nil {
-			slog.Info("federation: dropping an invalid state event", "room", row.RoomID, "err", err)
-			continue
-		}
-		if e.RoomID() != row.RoomID {
+	raws := append(slices.Clone(stateRaw), chainRaw...)
+	checked := s.checkPDUs(ctx, row.Version, raws)
+	for i := range raws {
+		e := checked[i]
+		if e == nil || e.RoomID() != row.RoomID {
 			continue
 		}
 		all[e.ID()] = e
@@ -527,6 +528,35 @@ func (s *Service) placeState(ctx context.Context, row *storage.Room, stateRaw, c
 		out[tk] = stateItem{nid: se.NID, ev: se.Event}
 	}
 	return out, nil
+}
+
+// checkPDUs runs CheckPDU over many PDUs on all cores (a large room's
+// state is thousands of signatures to verify); invalid ones are nil.
+func (s *Service) checkPDUs(ctx context.Context, v *event.RoomVersion, raws []json.RawMessage) []*event.Event {
+	out := make([]*event.Event, len(raws))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(raws)/64))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(raws) {
+					return
+				}
+				e, err := s.CheckPDU(ctx, v, raws[i])
+				if err != nil {
+					slog.Info("federation: dropping an invalid state event", "err", err)
+					continue
+				}
+				out[i] = e
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // stateSource is a stateres.EventSource over the database, keeping what it

@@ -960,3 +960,41 @@ func TestFederationUnbanViaInvite(t *testing.T) {
 		t.Fatalf("alice is %q on b", m)
 	}
 }
+
+// One transaction for two rooms: each room's PDUs are placed in order, the
+// rooms side by side.
+func TestFederationTransactionAcrossRooms(t *testing.T) {
+	ca := newFedCA(t)
+	a, b := newFedServer(t, ca), newFedServer(t, ca)
+	alice, bob := a.register("alice"), b.register("bob")
+	var rooms []string
+	for range 2 {
+		roomID := alice.must("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}).str("room_id")
+		bob.must("POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(a.name), map[string]any{})
+		rooms = append(rooms, roomID)
+	}
+	b.hs.Federation.Sender.Stop()
+	var pdus []json.RawMessage
+	var ids []string
+	for i, roomID := range rooms {
+		first := forge(t, a, roomID, bob.UserID, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"r%d first"}`, i), b.name, b.hs.Key, nil)
+		second := forge(t, a, roomID, bob.UserID, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"r%d second"}`, i), b.name, b.hs.Key, nil, first.ID())
+		pdus = append(pdus, first.JSON(), second.JSON())
+		ids = append(ids, first.ID(), second.ID())
+	}
+	out, err := sendTxn(t, b, a, map[string]any{"origin": b.name, "pdus": pdus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if e := pduResult(t, out, id); e != "" {
+			t.Fatalf("%s: %s", id, e)
+		}
+	}
+	for i, roomID := range rooms {
+		got := waitFor(t, alice, roomID, func(got []string) bool { return slices.Contains(got, fmt.Sprintf("r%d second", i)) })
+		if slices.Index(got, fmt.Sprintf("r%d first", i)) > slices.Index(got, fmt.Sprintf("r%d second", i)) {
+			t.Fatalf("room %d out of order: %q", i, got)
+		}
+	}
+}

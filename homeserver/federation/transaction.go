@@ -142,25 +142,7 @@ func (s *Service) serveSend(w http.ResponseWriter, r *http.Request) {
 	// The PDUs are processed even if the sender hangs up: what was
 	// accepted stays accepted, and the retry finds the answer.
 	pctx := context.WithoutCancel(ctx)
-	results := map[string]any{}
-	for _, raw := range txn.PDUs {
-		evID, err := s.receivePDU(pctx, origin, raw)
-		if evID == "" {
-			continue // not even an event ID to answer about
-		}
-		switch {
-		case errors.Is(err, room.ErrRejected):
-			// Processed: stored as rejected. Like Synapse, the answer
-			// reports errors only for PDUs that could not be processed.
-			slog.InfoContext(ctx, "federation: PDU rejected", "origin", origin, "event", evID, "err", err)
-			results[evID] = map[string]any{}
-		case err != nil:
-			slog.InfoContext(ctx, "federation: PDU refused", "origin", origin, "event", evID, "err", err)
-			results[evID] = map[string]string{"error": err.Error()}
-		default:
-			results[evID] = map[string]any{}
-		}
-	}
+	results := s.receivePDUs(pctx, origin, txn.PDUs)
 	s.receiveEDUs(pctx, origin, txn.EDUs)
 	ans, _ := json.Marshal(map[string]any{"pdus": results})
 	s.inbound.mu.Lock()
@@ -170,6 +152,62 @@ func (s *Service) serveSend(w http.ResponseWriter, r *http.Request) {
 	s.inbound.done[key] = ans
 	s.inbound.mu.Unlock()
 	httpapi.RespondRaw(w, http.StatusOK, ans)
+}
+
+// receivePDUs places a transaction's PDUs: in order within each room, the
+// rooms side by side, so one room's slow gap filling does not hold up the
+// others.
+func (s *Service) receivePDUs(ctx context.Context, origin string, raws []json.RawMessage) map[string]any {
+	byRoom := map[string][]json.RawMessage{}
+	var order []string
+	for _, raw := range raws {
+		var head struct {
+			RoomID string `json:"room_id"`
+		}
+		_ = json.Unmarshal(raw, &head)
+		if _, ok := byRoom[head.RoomID]; !ok {
+			order = append(order, head.RoomID)
+		}
+		byRoom[head.RoomID] = append(byRoom[head.RoomID], raw)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	results := map[string]any{}
+	for _, roomID := range order {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(pdus []json.RawMessage) {
+			defer func() { <-sem; wg.Done() }()
+			for _, raw := range pdus {
+				evID, err := s.receivePDU(ctx, origin, raw)
+				if evID == "" {
+					continue // not even an event ID to answer about
+				}
+				res := s.pduResult(ctx, origin, evID, err)
+				mu.Lock()
+				results[evID] = res
+				mu.Unlock()
+			}
+		}(byRoom[roomID])
+	}
+	wg.Wait()
+	return results
+}
+
+// pduResult is the answer about one PDU.
+func (s *Service) pduResult(ctx context.Context, origin, evID string, err error) any {
+	switch {
+	case errors.Is(err, room.ErrRejected):
+		// Processed: stored as rejected. Like Synapse, the answer reports
+		// errors only for PDUs that could not be processed.
+		slog.InfoContext(ctx, "federation: PDU rejected", "origin", origin, "event", evID, "err", err)
+		return map[string]any{}
+	case err != nil:
+		slog.InfoContext(ctx, "federation: PDU refused", "origin", origin, "event", evID, "err", err)
+		return map[string]string{"error": err.Error()}
+	}
+	return map[string]any{}
 }
 
 // receivePDU places one PDU of a transaction. It returns the event's ID

@@ -221,9 +221,9 @@ func (s *Service) receiveIncoming(ctx context.Context, origin string, in *incomi
 	}
 	if len(missing) > 0 {
 		// The gap is too wide (or the events are gone): take the state
-		// before the event from the sender's server, checking every event
-		// of it, and go on from there.
-		if in.state, err = s.fetchState(ctx, origin, r, ev); err != nil {
+		// at the missing prevs from the sender's server, checking every
+		// event of it, and go on from there.
+		if in.state, err = s.stateFromPrevs(ctx, origin, r, ev); err != nil {
 			return fmt.Errorf("%w: prev events of %s: %w", ErrMissingEvents, ev.ID(), err)
 		}
 	}
@@ -396,23 +396,20 @@ func (s *Service) storeOutliers(ctx context.Context, row *storage.Room, evs map[
 	return err
 }
 
-// fetchState asks origin for the state before ev and checks it: every
-// event's signatures, and its auth against its own auth events.
-func (s *Service) fetchState(ctx context.Context, origin string, r *roomEntry, ev *event.Event) (map[event.TypeKey]stateItem, error) {
+// fetchState asks origin for the state before an event and checks it:
+// every event's signatures, and its auth against its own auth events.
+func (s *Service) fetchState(ctx context.Context, origin string, row *storage.Room, eventID string) (map[event.TypeKey]stateItem, error) {
 	if s.fetch == nil {
 		return nil, errors.New("no way to fetch state")
 	}
-	r.smu.RLock()
-	row := r.row
-	r.smu.RUnlock()
 	if sf, ok := s.fetch.(StateIDFetcher); ok {
-		st, err := s.fetchStateByIDs(ctx, sf, origin, row, ev)
+		st, err := s.fetchStateByIDs(ctx, sf, origin, row, eventID)
 		if err == nil {
 			return st, nil
 		}
-		slog.Info("federation: state by IDs failed, asking for it whole", "origin", origin, "event", ev.ID(), "err", err)
+		slog.Info("federation: state by IDs failed, asking for it whole", "origin", origin, "event", eventID, "err", err)
 	}
-	stateRaw, chainRaw, err := s.fetch.State(ctx, origin, ev.RoomID(), ev.ID())
+	stateRaw, chainRaw, err := s.fetch.State(ctx, origin, row.RoomID, eventID)
 	if err != nil {
 		return nil, err
 	}
@@ -420,6 +417,64 @@ func (s *Service) fetchState(ctx context.Context, origin string, r *roomEntry, e
 		return nil, fmt.Errorf("state of %d events is too large", len(stateRaw)+len(chainRaw))
 	}
 	return s.placeState(ctx, row, stateRaw, chainRaw)
+}
+
+// stateFromPrevs computes the state before ev when some of its prev events
+// are not ours: for each such prev, the state before it from origin
+// (/state_ids) and the prev itself, as Synapse asks; the states after all
+// prevs are then resolved.
+func (s *Service) stateFromPrevs(ctx context.Context, origin string, r *roomEntry, ev *event.Event) (map[event.TypeKey]stateItem, error) {
+	r.smu.RLock()
+	row := *r.row
+	r.smu.RUnlock()
+	missing, err := s.missingPrevs(ctx, ev)
+	if err != nil {
+		return nil, err
+	}
+	var states []map[event.TypeKey]stateItem
+	for _, p := range ev.PrevEventIDs() {
+		if !slices.Contains(missing, p) {
+			st, err := s.stateAfter(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			states = append(states, st)
+			continue
+		}
+		before, err := s.fetchState(ctx, origin, &row, p)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := s.fetch.Event(ctx, origin, p)
+		if err != nil {
+			return nil, err
+		}
+		pe, err := s.CheckPDU(ctx, row.Version, raw)
+		if err != nil {
+			return nil, err
+		}
+		if pe.ID() != p || pe.RoomID() != row.RoomID {
+			return nil, fmt.Errorf("%w: %s answered another event for %s", ErrBadEvent, origin, p)
+		}
+		after := maps.Clone(before)
+		if tk, ok := pe.TypeKey(); ok && auth.Allowed(pe, lookup(before)) == nil {
+			if err := s.storeOutliers(ctx, &row, map[string]*event.Event{p: pe}); err != nil {
+				return nil, err
+			}
+			se, err := s.db.EventByID(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			if !se.Rejected {
+				after[tk] = stateItem{nid: se.NID, ev: se.Event}
+			}
+		}
+		states = append(states, after)
+	}
+	if len(states) == 0 {
+		return nil, errors.New("no prev events")
+	}
+	return s.resolve(ctx, row.Version, states)
 }
 
 // StateIDFetcher is a Fetcher that can also list a state by event IDs
@@ -432,10 +487,10 @@ type StateIDFetcher interface {
 // the whole state is asked for at once.
 const maxStateFetch = 100
 
-// fetchStateByIDs gets the state before ev from its IDs, fetching only the
+// fetchStateByIDs gets the state before an event from its IDs, fetching only the
 // events we do not have, each checked like any received event.
-func (s *Service) fetchStateByIDs(ctx context.Context, sf StateIDFetcher, origin string, row *storage.Room, ev *event.Event) (map[event.TypeKey]stateItem, error) {
-	stateIDs, chainIDs, err := sf.StateIDs(ctx, origin, ev.RoomID(), ev.ID())
+func (s *Service) fetchStateByIDs(ctx context.Context, sf StateIDFetcher, origin string, row *storage.Room, eventID string) (map[event.TypeKey]stateItem, error) {
+	stateIDs, chainIDs, err := sf.StateIDs(ctx, origin, row.RoomID, eventID)
 	if err != nil {
 		return nil, err
 	}

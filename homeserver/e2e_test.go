@@ -237,6 +237,12 @@ func TestAccounts(t *testing.T) {
 	second := &client{t: t, base: s.URL, token: login.str("access_token"), UserID: alice.UserID, Device: login.str("device_id")}
 	anon.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/login", map[string]any{
 		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "wrong"})
+	// A full user ID typed with capitals names the same account.
+	upper := anon.must("POST", "/_matrix/client/v3/login", map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "@ALICE:plaza.test"}, "password": "secret-alice"})
+	if upper.str("user_id") != alice.UserID {
+		t.Fatalf("login as @ALICE: %s", upper.Raw)
+	}
 	anon.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/login", map[string]any{
 		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "@nobody:plaza.test"}, "password": "x"})
 	anon.fails(400, "M_NOT_JSON", "POST", "/_matrix/client/v3/login", "{not json")

@@ -329,7 +329,9 @@ func (a *API) userIDFrom(ident *userIdentifier, user string) (string, *httpapi.E
 	if err != nil || u.ServerName != a.cfg.ServerName {
 		return "", httpapi.Forbidden("invalid user name or password")
 	}
-	return user, nil
+	// Localparts are registered in lower case; a full ID typed with capitals
+	// names the same account, as a bare localpart does.
+	return "@" + strings.ToLower(u.Localpart) + ":" + u.ServerName, nil
 }
 
 func (a *API) login(w http.ResponseWriter, r *http.Request) {

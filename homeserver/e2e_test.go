@@ -243,6 +243,7 @@ func TestAccounts(t *testing.T) {
 	if upper.str("user_id") != alice.UserID {
 		t.Fatalf("login as @ALICE: %s", upper.Raw)
 	}
+	(&client{t: t, base: s.URL, token: upper.str("access_token")}).must("POST", "/_matrix/client/v3/logout", map[string]any{})
 	anon.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/login", map[string]any{
 		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "@nobody:plaza.test"}, "password": "x"})
 	anon.fails(400, "M_NOT_JSON", "POST", "/_matrix/client/v3/login", "{not json")

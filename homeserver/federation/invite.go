@@ -215,36 +215,9 @@ func (s *Service) serveSendLeaveV1(w http.ResponseWriter, r *http.Request) { s.s
 func (s *Service) sendLeave(w http.ResponseWriter, r *http.Request, v1 bool) {
 	ctx := r.Context()
 	origin := Origin(ctx)
-	roomID, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID")
-	v, err := s.locals.Rooms.Version(ctx, roomID)
-	if errors.Is(err, room.ErrNotFound) {
-		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
-		return
-	}
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	body, err := httpapi.ReadBody(r, event.MaxPDUSize*2)
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	ev, err := event.Parse(v, body)
-	if err != nil {
-		httpapi.Fail(w, r, httpapi.BadJSON("%v", err))
-		return
-	}
-	sk := ev.StateKey()
-	switch {
-	case ev.ID() != eventID || ev.RoomID() != roomID:
-		httpapi.Fail(w, r, httpapi.BadJSON("the event does not match the path"))
-		return
-	case ev.Type() != event.TypeMember || sk == nil || *sk != ev.Sender() || room.MembershipOf(ev) != "leave":
-		httpapi.Fail(w, r, httpapi.BadJSON("not a leave event"))
-		return
-	case id.ServerOf(ev.Sender()) != origin:
-		httpapi.Fail(w, r, httpapi.Forbidden("%s may not leave for %s", origin, ev.Sender()))
+	roomID := httpapi.PathParam(r, "roomID")
+	_, ev, body, ok := s.membershipPDU(w, r, "leave")
+	if !ok {
 		return
 	}
 	if _, err := s.locals.Rooms.Receive(ctx, origin, roomID, body); err != nil {

@@ -165,40 +165,9 @@ func (s *Service) authoriseJoin(v *event.RoomVersion, ev *event.Event) (*event.E
 func (s *Service) serveSendKnock(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	origin := Origin(ctx)
-	roomID, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID")
-	if err := s.aclAllows(ctx, roomID, origin); err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	v, err := s.locals.Rooms.Version(ctx, roomID)
-	if errors.Is(err, room.ErrNotFound) {
-		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
-		return
-	}
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	body, err := httpapi.ReadBody(r, event.MaxPDUSize*2)
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	ev, err := event.Parse(v, body)
-	if err != nil {
-		httpapi.Fail(w, r, httpapi.BadJSON("%v", err))
-		return
-	}
-	sk := ev.StateKey()
-	switch {
-	case ev.ID() != eventID || ev.RoomID() != roomID:
-		httpapi.Fail(w, r, httpapi.BadJSON("the event does not match the path"))
-		return
-	case ev.Type() != event.TypeMember || sk == nil || *sk != ev.Sender() || room.MembershipOf(ev) != "knock":
-		httpapi.Fail(w, r, httpapi.BadJSON("not a knock"))
-		return
-	case id.ServerOf(ev.Sender()) != origin:
-		httpapi.Fail(w, r, httpapi.Forbidden("%s may not knock for %s", origin, ev.Sender()))
+	roomID := httpapi.PathParam(r, "roomID")
+	_, ev, body, ok := s.membershipPDU(w, r, "knock")
+	if !ok {
 		return
 	}
 	if !s.receiveMembership(w, r, origin, roomID, body) {

@@ -328,53 +328,15 @@ func (s *Service) serveSendJoinV1(w http.ResponseWriter, r *http.Request) { s.se
 func (s *Service) sendJoin(w http.ResponseWriter, r *http.Request, v1 bool) {
 	ctx := r.Context()
 	origin := Origin(ctx)
-	roomID, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID")
-	if s.locals.Rooms == nil {
-		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
-		return
-	}
-	if err := s.aclAllows(ctx, roomID, origin); err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	v, err := s.locals.Rooms.Version(ctx, roomID)
-	if errors.Is(err, room.ErrNotFound) {
-		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
-		return
-	}
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	body, err := httpapi.ReadBody(r, event.MaxPDUSize*2)
-	if err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	// Checked in full by Receive, once countersigned if need be.
-	ev, err := event.Parse(v, body)
-	if err != nil {
-		httpapi.Fail(w, r, httpapi.BadJSON("%v", err))
-		return
-	}
-	sk := ev.StateKey()
-	switch {
-	case ev.ID() != eventID:
-		httpapi.Fail(w, r, httpapi.BadJSON("the event's ID is %s, not %s", ev.ID(), eventID))
-		return
-	case ev.RoomID() != roomID:
-		httpapi.Fail(w, r, httpapi.BadJSON("the event is for another room"))
-		return
-	case ev.Type() != event.TypeMember || sk == nil || *sk != ev.Sender() || room.MembershipOf(ev) != "join":
-		httpapi.Fail(w, r, httpapi.BadJSON("not a join event"))
-		return
-	case id.ServerOf(ev.Sender()) != origin:
-		httpapi.Fail(w, r, httpapi.Forbidden("%s may not join for %s", origin, ev.Sender()))
+	roomID := httpapi.PathParam(r, "roomID")
+	v, ev, _, ok := s.membershipPDU(w, r, "join")
+	if !ok {
 		return
 	}
 	// A restricted join naming one of our users needs our signature
 	// before the auth rules accept it.
-	if ev, err = s.authoriseJoin(v, ev); err != nil {
+	ev, err := s.authoriseJoin(v, ev)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
@@ -463,4 +425,58 @@ func globToPath(glob string) string {
 		}
 	}
 	return string(b)
+}
+
+// membershipPDU reads the member event of a send_join, send_leave or
+// send_knock: the room must be ours and not deny the origin by ACL, the
+// event must match the path, be the sender's own membership change of that
+// kind, and come from the sender's server. On failure it has answered.
+func (s *Service) membershipPDU(w http.ResponseWriter, r *http.Request, membership string) (v *event.RoomVersion, ev *event.Event, body []byte, ok bool) {
+	ctx := r.Context()
+	origin := Origin(ctx)
+	roomID, eventID := httpapi.PathParam(r, "roomID"), httpapi.PathParam(r, "eventID")
+	if s.locals.Rooms == nil {
+		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
+		return nil, nil, nil, false
+	}
+	if err := s.aclAllows(ctx, roomID, origin); err != nil {
+		httpapi.Fail(w, r, err)
+		return nil, nil, nil, false
+	}
+	v, err := s.locals.Rooms.Version(ctx, roomID)
+	if errors.Is(err, room.ErrNotFound) {
+		httpapi.Fail(w, r, httpapi.NotFound("unknown room"))
+		return nil, nil, nil, false
+	}
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return nil, nil, nil, false
+	}
+	body, err = httpapi.ReadBody(r, event.MaxPDUSize*2)
+	if err != nil {
+		httpapi.Fail(w, r, err)
+		return nil, nil, nil, false
+	}
+	// Checked in full by Receive (once countersigned, for restricted joins).
+	ev, err = event.Parse(v, body)
+	if err != nil {
+		httpapi.Fail(w, r, httpapi.BadJSON("%v", err))
+		return nil, nil, nil, false
+	}
+	sk := ev.StateKey()
+	switch {
+	case ev.ID() != eventID:
+		httpapi.Fail(w, r, httpapi.BadJSON("the event's ID is %s, not %s", ev.ID(), eventID))
+		return nil, nil, nil, false
+	case ev.RoomID() != roomID:
+		httpapi.Fail(w, r, httpapi.BadJSON("the event is for another room"))
+		return nil, nil, nil, false
+	case ev.Type() != event.TypeMember || sk == nil || *sk != ev.Sender() || room.MembershipOf(ev) != membership:
+		httpapi.Fail(w, r, httpapi.BadJSON("not a %s event", membership))
+		return nil, nil, nil, false
+	case id.ServerOf(ev.Sender()) != origin:
+		httpapi.Fail(w, r, httpapi.Forbidden("%s may not %s for %s", origin, membership, ev.Sender()))
+		return nil, nil, nil, false
+	}
+	return v, ev, body, true
 }

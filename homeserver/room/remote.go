@@ -697,7 +697,16 @@ func (s *Service) resolve(ctx context.Context, v *event.RoomVersion, states []ma
 	if len(states) == 1 {
 		return states[0], nil
 	}
+	return s.resolveStates(ctx, v, states, nil)
+}
+
+// resolveStates runs state resolution over states. self, if not nil, is
+// an event of them that is not stored yet.
+func (s *Service) resolveStates(ctx context.Context, v *event.RoomVersion, states []map[event.TypeKey]stateItem, self *event.Event) (map[event.TypeKey]stateItem, error) {
 	src := &stateSource{ctx: ctx, db: s.db, cache: map[string]*storage.StoredEvent{}}
+	if self != nil {
+		src.cache[self.ID()] = &storage.StoredEvent{NID: storage.SelfNID, Event: self}
+	}
 	maps := make([]stateres.StateMap, len(states))
 	for i, st := range states {
 		src.add(st)
@@ -897,30 +906,7 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 // resolveWithSelf resolves the current state with the state after ev,
 // which is not stored yet.
 func (s *Service) resolveWithSelf(ctx context.Context, v *event.RoomVersion, current, after map[event.TypeKey]stateItem, ev *event.Event) (map[event.TypeKey]stateItem, error) {
-	src := &stateSource{ctx: ctx, db: s.db, cache: map[string]*storage.StoredEvent{ev.ID(): {NID: storage.SelfNID, Event: ev}}}
-	src.add(current)
-	src.add(after)
-	maps := make([]stateres.StateMap, 2)
-	for i, st := range []map[event.TypeKey]stateItem{current, after} {
-		m := make(stateres.StateMap, len(st))
-		for tk, it := range st {
-			m[tk] = it.ev.ID()
-		}
-		maps[i] = m
-	}
-	res, err := stateres.Resolve(v, maps, src)
-	if err != nil {
-		return nil, fmt.Errorf("state resolution: %w", err)
-	}
-	out := make(map[event.TypeKey]stateItem, len(res))
-	for tk, evID := range res {
-		se, err := src.load(evID)
-		if err != nil {
-			return nil, err
-		}
-		out[tk] = stateItem{nid: se.NID, ev: se.Event}
-	}
-	return out, nil
+	return s.resolveStates(ctx, v, []map[event.TypeKey]stateItem{current, after}, ev)
 }
 
 // remoteRedactionApplies decides whether a received redaction takes effect

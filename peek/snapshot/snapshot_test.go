@@ -262,6 +262,18 @@ func TestRenderHook(t *testing.T) {
 	if got := string(find(s, first.Event.ID()).HTML); got != "<p data-redacted=true></p>" {
 		t.Fatalf("redacted event HTML = %q", got)
 	}
+	// Both caches count the same memberships once each has read them
+	// (a cold load reads them after serving).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		_, readC := c.Membership(roomID, alice)
+		_, readPlain := plain.Membership(roomID, alice)
+		if readC && readPlain {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("memberships never read")
+		}
+	}
 	_, withHTML := c.Len()
 	ps, _ := plain.Get(ctx, roomID)
 	html := 0

@@ -182,6 +182,14 @@ type server struct {
 // where it listens.
 func startServe(t testing.TB, bin string, env []string, args ...string) *server {
 	t.Helper()
+	return launchServe(t, t, bin, env, args...)
+}
+
+// launchServe is startServe for a server that outlives the test starting
+// it: owner's clean-up stops it, while a failure to start fails t (FailNow
+// must be called from t's own goroutine, not its parent's).
+func launchServe(t, owner testing.TB, bin string, env []string, args ...string) *server {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
@@ -209,11 +217,11 @@ func startServe(t testing.TB, bin string, env []string, args ...string) *server 
 		}
 		s.exited <- cmd.Wait()
 	}()
-	t.Cleanup(func() {
+	owner.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
 		}
-		if t.Failed() {
+		if owner.Failed() {
 			t.Logf("plaza serve log:\n%s", s.output())
 		}
 	})

@@ -372,11 +372,11 @@ func freePorts(t testing.TB, n int) []int {
 	return ports
 }
 
-// start starts (or restarts) the server. A failure to start fails the
-// whole test through its owner, from whichever sub-test asked.
+// start starts (or restarts) the server. A failure to start fails t, the
+// test that asked; the server lives until its owner ends.
 func (s *fedServer) start(t testing.TB) {
 	t.Helper()
-	s.srv = startServe(s.owner, s.bin, s.env)
+	s.srv = launchServe(t, s.owner, s.bin, s.env)
 }
 
 func (s *fedServer) stop(t testing.TB) {

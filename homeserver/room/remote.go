@@ -760,23 +760,26 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 	r.smu.RUnlock()
 
 	// 1. Auth against its own auth events.
-	rejected := false
+	// why says what rejected it: the log of a rejection should say.
+	var why error
 	authStored, err := s.db.EventsByID(ctx, ev.AuthEventIDs())
 	if err != nil {
 		return Result{}, err
 	}
 	if len(authStored) != len(ev.AuthEventIDs()) {
-		rejected = true // an auth event nobody would give us
+		why = errors.New("an auth event is missing") // one nobody would give us
 	}
 	authEvs := make([]*event.Event, 0, len(authStored))
 	for _, a := range authStored {
-		if a.Rejected {
-			rejected = true
+		if a.Rejected && why == nil {
+			why = fmt.Errorf("auth event %s was rejected", a.Event.ID())
 		}
 		authEvs = append(authEvs, a.Event)
 	}
-	if !rejected && auth.CheckAuthEvents(ev, authEvs) != nil {
-		rejected = true
+	if why == nil {
+		if err := auth.CheckAuthEvents(ev, authEvs); err != nil {
+			why = fmt.Errorf("against its auth events: %w", err)
+		}
 	}
 
 	// 2. The state before it: from its prev events, resolved when they
@@ -807,9 +810,12 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 			}
 		}
 	}
-	if !rejected && auth.Allowed(ev, lookup(before)) != nil {
-		rejected = true
+	if why == nil {
+		if err := auth.Allowed(ev, lookup(before)); err != nil {
+			why = fmt.Errorf("against the state before it: %w", err)
+		}
 	}
+	rejected := why != nil
 
 	// 3. Soft failure against the current state.
 	softFailed := false
@@ -867,7 +873,7 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 		return Result{}, fmt.Errorf("persisting %s: %w", ev.ID(), err)
 	}
 	if rejected {
-		return Result{Event: ev, NID: persisted.NID}, fmt.Errorf("%w: %s", ErrRejected, ev.ID())
+		return Result{Event: ev, NID: persisted.NID}, fmt.Errorf("%w: %s: %w", ErrRejected, ev.ID(), why)
 	}
 	if !accepted {
 		return Result{Event: ev, NID: persisted.NID}, nil

@@ -130,6 +130,14 @@ func TestFederationThreeServers(t *testing.T) {
 		}
 	})
 
+	// Up to here every event was sent by an honest server about members
+	// in good standing: none may have been rejected anywhere.
+	for _, s := range net3 {
+		if s.srv.logged("federation: PDU rejected") {
+			t.Errorf("%s rejected an event of an honest server (see its log)", s.name)
+		}
+	}
+
 	t.Run("offline server catches up", func(t *testing.T) {
 		needJoined(t)
 		hs2.stop(t)

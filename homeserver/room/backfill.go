@@ -143,8 +143,10 @@ func (s *Service) VisibleToServer(ctx context.Context, server string, evs []*sto
 			out[i] = true // its own users' membership
 			continue
 		}
+		// An event stored without its state is judged by the default
+		// visibility ("shared").
 		group, _, err := s.db.StateBeforeEvent(ctx, ev.ID())
-		if err != nil {
+		if err != nil && !errors.Is(err, storage.ErrNoState) {
 			return nil, err
 		}
 		st, ok := groups[group]

@@ -132,7 +132,10 @@ func (s *Service) Template(ctx context.Context, roomID string, req Request) (*ev
 // chain of that state and of the event.
 func (s *Service) StateAt(ctx context.Context, roomID, eventID string) (state, authChain []*event.Event, err error) {
 	group, target, err := s.db.StateBeforeEvent(ctx, eventID)
-	if errors.Is(err, storage.ErrNotFound) || (err == nil && (target.Event.RoomID() != roomID || target.StreamPos == 0 && group == 0)) {
+	// An event whose state this server does not know (an outlier, a
+	// backfilled event) is unknown to the asker: an empty answer would
+	// make it reject everything after.
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrNoState) || (err == nil && target.Event.RoomID() != roomID) {
 		return nil, nil, ErrUnknownEvent
 	}
 	if err != nil {

@@ -240,19 +240,15 @@ func (s *Service) receiveIncoming(ctx context.Context, origin string, in *incomi
 	return p.err
 }
 
-// missingPrevs lists the prev events of ev that are not in the timeline
-// (unknown, or known only as outliers, whose state is not known).
+// missingPrevs lists the prev events of ev whose state this server does
+// not know: unknown ones, outliers (from a join's state or an auth chain)
+// and backfilled events. The state before ev cannot be computed from them,
+// so it is fetched.
 func (s *Service) missingPrevs(ctx context.Context, ev *event.Event) ([]string, error) {
 	prevs := ev.PrevEventIDs()
-	known, err := s.db.EventsByID(ctx, prevs)
+	have, err := s.db.EventsWithState(ctx, prevs)
 	if err != nil {
 		return nil, err
-	}
-	have := map[string]bool{}
-	for _, k := range known {
-		if k.StreamPos != 0 || k.Rejected || k.SoftFailed {
-			have[k.Event.ID()] = true
-		}
 	}
 	var missing []string
 	for _, p := range prevs {
@@ -390,7 +386,11 @@ func (s *Service) storeOutliers(ctx context.Context, row *storage.Room, evs map[
 	}
 	out := make([]storage.Outlier, 0, len(evs))
 	for _, e := range evs {
-		out = append(out, storage.Outlier{Event: e, Rejected: !check(e, 0)})
+		ok := check(e, 0)
+		if !ok {
+			slog.Info("room: outlier rejected", "room", e.RoomID(), "event", e.ID(), "type", e.Type(), "sender", e.Sender())
+		}
+		out = append(out, storage.Outlier{Event: e, Rejected: !ok})
 	}
 	_, err = s.db.InsertOutliers(ctx, row, out)
 	return err
@@ -816,6 +816,9 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 		}
 	}
 	rejected := why != nil
+	if rejected {
+		slog.Info("room: remote event rejected", "room", ev.RoomID(), "event", ev.ID(), "type", ev.Type(), "sender", ev.Sender(), "why", why)
+	}
 
 	// 3. Soft failure against the current state.
 	softFailed := false

@@ -655,7 +655,9 @@ func (s *Service) StateAfterEvent(ctx context.Context, eventID string) ([]*event
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, ErrNotFound
 	}
-	if err != nil {
+	// A backfilled event's state is not known: clients get what is
+	// (the event itself, if it is state), as a hint, not a claim.
+	if err != nil && !errors.Is(err, storage.ErrNoState) {
 		return nil, err
 	}
 	entries, err := s.db.StateOfGroup(ctx, group)

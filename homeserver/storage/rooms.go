@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"plaza/homeserver/event"
 )
 
 // CreateAlias maps an alias to a room; ErrExists if the alias is taken.
@@ -372,7 +374,14 @@ func (db *DB) MembersAt(ctx context.Context, roomNID, pos int64) ([]*StoredEvent
 	return db.scanEvents(rows)
 }
 
+// ErrNoState: the state before an event is not known. An outlier (an
+// event of a remote room's auth chain or state) and a backfilled event
+// are stored without it; an empty state must never stand in for it.
+var ErrNoState = errors.New("state before the event is not known")
+
 // StateBeforeEvent returns the state group before an event, and the event.
+// The create event's state before is empty (group 0); any other event
+// stored without its state gives ErrNoState, along with the event.
 func (db *DB) StateBeforeEvent(ctx context.Context, eventID string) (int64, *StoredEvent, error) {
 	ev, err := db.EventByID(ctx, eventID)
 	if err != nil {
@@ -383,9 +392,36 @@ func (db *DB) StateBeforeEvent(ctx context.Context, eventID string) (int64, *Sto
 		return 0, nil, err
 	}
 	if group == nil {
-		return 0, ev, nil
+		if isCreate(ev.Event) {
+			return 0, ev, nil
+		}
+		return 0, ev, ErrNoState
 	}
 	return *group, ev, nil
+}
+
+// EventsWithState returns which of the events are stored with the state
+// before them known (the create event always is).
+func (db *DB) EventsWithState(ctx context.Context, ids []string) (map[string]bool, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT event_id FROM events WHERE event_id = ANY($1)
+		AND (state_before IS NOT NULL OR (type = 'm.room.create' AND state_key = ''))`, ids)
+	if err != nil {
+		return nil, err
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(got))
+	for _, id := range got {
+		out[id] = true
+	}
+	return out, nil
+}
+
+func isCreate(ev *event.Event) bool {
+	sk := ev.StateKey()
+	return ev.Type() == event.TypeCreate && sk != nil && *sk == ""
 }
 
 // CreateFilter stores a client filter and returns its ID.

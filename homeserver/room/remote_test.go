@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -87,7 +88,7 @@ func (f *fakeRemote) State(_ context.Context, _, _, eventID string) ([]json.RawM
 const remoteServer = "remote.example"
 
 type remoteRig struct {
-	t      *testing.T
+	t      testing.TB
 	s      *Service
 	db     *storage.DB
 	roomID string
@@ -95,7 +96,7 @@ type remoteRig struct {
 	fetch  *fakeRemote
 }
 
-func newRemoteRig(t *testing.T) *remoteRig {
+func newRemoteRig(t testing.TB) *remoteRig {
 	s, db := newService(t)
 	roomID, _ := publicRoom(t, s, 0)
 	rk, err := signing.GenerateKey()
@@ -396,5 +397,29 @@ func TestStateUnknownAfterBackfill(t *testing.T) {
 	}
 	if !slices.Contains(g.fetch.asked, "state") {
 		t.Fatalf("the state at the backfilled event was not fetched: %v", g.fetch.asked)
+	}
+}
+
+// BenchmarkReceiveRemote places a chain of remote messages one after the
+// other, as a busy server's transactions bring them: the per-PDU cost of
+// the receiving side (checks, state, one commit each).
+func BenchmarkReceiveRemote(b *testing.B) {
+	g := newRemoteRig(b)
+	g.join()
+	prev, err := g.s.LatestEventID(context.Background(), g.roomID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	evs := make([]*event.Event, b.N)
+	for i := range evs {
+		evs[i] = g.build(remoteUser, "m.room.message", nil, fmt.Sprintf(`{"msgtype":"m.text","body":"%d"}`, i), prev)
+		g.fetch.events[evs[i].ID()] = evs[i]
+		prev = evs[i].ID()
+	}
+	b.ResetTimer()
+	for _, ev := range evs {
+		if err := g.receive(ev); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -192,6 +192,9 @@ func launchServe(t, owner testing.TB, bin string, env []string, args ...string) 
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
+	// A test binary killed on a timeout must not leave servers (and their
+	// PostgreSQL) behind: they get the SIGTERM a clean stop sends.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,14 @@
 // forges; a token that is sent must be valid. IssueToken hands out tokens
 // without the OAuth dance, and SetDown makes the APIs answer 503.
 //
+// Tokens carry scopes, as on the real forges: the scopes the OAuth flow
+// asked for, or those given to IssueToken. Private repositories (and
+// private GitLab groups) are visible only to tokens with the forge's
+// private scope — GitHub's repo, GitLab's read_api or api — and to anyone
+// else they are 404, exactly like repositories that do not exist, even for
+// a collaborator: that is what the real forges answer a token of Plaza's
+// minimal sign-in scopes.
+//
 // Users have immutable numeric ids, as on the real forges, so a test can
 // rename one (Rename) and check that whoever keys accounts by id follows.
 // The authorization page approves the user marked with SignIn at once (a
@@ -115,8 +123,14 @@ type Forge struct {
 	clients  map[string]string // OAuth client id → secret
 	signedIn int64             // user approved without a form; 0: show the form
 	codes    map[string]grant  // authorization codes, single-use
-	tokens   map[string]int64  // access token → user id
+	tokens   map[string]issued // access token → whom, with what scopes
 	down     bool              // the REST APIs answer 503 (SetDown)
+}
+
+// issued is what an access token stands for.
+type issued struct {
+	userID int64
+	scopes []string
 }
 
 // grant is an authorization code waiting to be exchanged.
@@ -138,7 +152,7 @@ func New(opts Options) *Forge {
 	opts.Prefix = strings.TrimRight(opts.Prefix, "/")
 	return &Forge{
 		opts: opts, users: map[int64]*User{}, orgs: map[int64]*Org{}, repos: map[int64]*Repo{},
-		clients: map[string]string{}, codes: map[string]grant{}, tokens: map[string]int64{},
+		clients: map[string]string{}, codes: map[string]grant{}, tokens: map[string]issued{},
 	}
 }
 
@@ -180,13 +194,35 @@ func (f *Forge) Rename(id int64, login string) {
 }
 
 // IssueToken hands out an access token for a user without the OAuth dance,
-// for tests and demos that hold a forge identity already.
-func (f *Forge) IssueToken(userID int64) string {
+// for tests and demos that hold a forge identity already. The token carries
+// scopes; with none given it carries every scope the forge knows, private
+// ones included, as a personal access token with full access would.
+func (f *Forge) IssueToken(userID int64, scopes ...string) string {
+	if len(scopes) == 0 {
+		scopes = []string{ScopeGitHubPrivate, ScopeGitLabAPI, ScopeGitLabReadAPI}
+	}
 	tok := randomString()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.tokens[tok] = userID
+	f.tokens[tok] = issued{userID: userID, scopes: slices.Clone(scopes)}
 	return tok
+}
+
+// Scopes that let a token see private repositories.
+const (
+	ScopeGitHubPrivate = "repo"     // GitHub: full control of private repositories
+	ScopeGitLabReadAPI = "read_api" // GitLab: read the whole API
+	ScopeGitLabAPI     = "api"      // GitLab: read and write the whole API
+)
+
+// seesPrivate reports whether a token with scopes may see private things
+// on the given flavour of forge (GitHub's public_repo, GitLab's read_user
+// and read_repository do not count: their holders get 404).
+func seesPrivate(flavour string, scopes []string) bool {
+	if flavour == "github" {
+		return slices.Contains(scopes, ScopeGitHubPrivate)
+	}
+	return slices.Contains(scopes, ScopeGitLabReadAPI) || slices.Contains(scopes, ScopeGitLabAPI)
 }
 
 // SetDown makes the REST APIs answer 503 Service Unavailable (true) or

@@ -49,7 +49,7 @@ func authorize(t *testing.T, authURL string) (code, state string) {
 func TestGitHub(t *testing.T) {
 	f, srv := newForge(t)
 	f.SignIn(1)
-	cfg := oauth2.Config{ClientID: "cid", ClientSecret: "secret", RedirectURL: "http://client.test/cb",
+	cfg := oauth2.Config{ClientID: "cid", ClientSecret: "secret", RedirectURL: "http://client.test/cb", Scopes: []string{"read:user", "repo"},
 		Endpoint: oauth2.Endpoint{AuthURL: srv.URL + "/github/login/oauth/authorize", TokenURL: srv.URL + "/github/login/oauth/access_token"}}
 	verifier := oauth2.GenerateVerifier()
 	code, state := authorize(t, cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
@@ -140,6 +140,7 @@ func TestGitLabPKCE(t *testing.T) {
 		t.Fatal("bob is a member of acme/widget")
 	}
 	f.SignIn(1)
+	cfg.Scopes = []string{"read_user", "read_api"}
 	code, _ = authorize(t, cfg.AuthCodeURL("st"))
 	tok, err = cfg.Exchange(ctx, code)
 	if err != nil {
@@ -251,4 +252,109 @@ func TestPublicReadsAndOwners(t *testing.T) {
 	if _, _, err := alice.Repositories.Get(ctx, "acme", "widget"); err != nil {
 		t.Fatalf("the forge is back: %v", err)
 	}
+}
+
+// TestScopes: a token without the forge's private scope (GitHub repo,
+// GitLab read_api or api) sees private repositories, and private GitLab
+// groups, as 404 — on repository lookups and on the permission and member
+// endpoints — even for a collaborator, as the real forges answer; public
+// ones are unchanged. A token granted the scope through the OAuth flow
+// sees them.
+func TestScopes(t *testing.T) {
+	f, srv := newForge(t)
+	f.SignIn(1)
+	f.AddOrg(fakeforge.Org{ID: 11, Login: "acme/sub", Private: true, Members: []int64{1}})
+	ctx := context.Background()
+	flow := func(t *testing.T, flavour string, scopes ...string) *oauth2.Token {
+		t.Helper()
+		ep := oauth2.Endpoint{AuthURL: srv.URL + "/github/login/oauth/authorize", TokenURL: srv.URL + "/github/login/oauth/access_token"}
+		if flavour == "gitlab" {
+			ep = oauth2.Endpoint{AuthURL: srv.URL + "/gitlab/oauth/authorize", TokenURL: srv.URL + "/gitlab/oauth/token"}
+		}
+		cfg := oauth2.Config{ClientID: "cid", ClientSecret: "secret", RedirectURL: "http://client.test/cb", Endpoint: ep, Scopes: scopes}
+		code, _ := authorize(t, cfg.AuthCodeURL("st"))
+		tok, err := cfg.Exchange(ctx, code)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	t.Run("github", func(t *testing.T) {
+		cases := []struct {
+			name    string
+			token   string
+			private bool
+		}{
+			{"sign-in scopes", flow(t, "github", "read:user", "user:email", "read:org").AccessToken, false},
+			{"public_repo", f.IssueToken(1, "public_repo"), false},
+			{"opted in", flow(t, "github", "read:user", "user:email", "read:org", "repo").AccessToken, true},
+			{"full token", f.IssueToken(1), true},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				gh := github.NewClient(nil).WithAuthToken(c.token)
+				gh.BaseURL, _ = url.Parse(srv.URL + "/github/api/")
+				if r, _, err := gh.Repositories.Get(ctx, "acme", "widget"); err != nil || !r.GetPermissions()["admin"] {
+					t.Fatalf("public repository: %+v %v", r, err)
+				}
+				r, resp, err := gh.Repositories.Get(ctx, "acme", "secret")
+				if c.private && (err != nil || r.GetID() != 101 || !r.GetPermissions()["push"]) {
+					t.Fatalf("private repository with the repo scope: %+v %v", r, err)
+				}
+				if !c.private && (err == nil || resp.StatusCode != 404) {
+					t.Fatalf("private repository without the repo scope: %+v %v", r, err)
+				}
+				p, resp, err := gh.Repositories.GetPermissionLevel(ctx, "acme", "secret", "alice")
+				if c.private && (err != nil || p.GetPermission() != "write") {
+					t.Fatalf("permission on the private repository with the repo scope: %+v %v", p, err)
+				}
+				if !c.private && (err == nil || resp.StatusCode != 404) {
+					t.Fatalf("permission on the private repository without the repo scope: %+v %v", p, err)
+				}
+			})
+		}
+	})
+
+	t.Run("gitlab", func(t *testing.T) {
+		cases := []struct {
+			name    string
+			token   string
+			private bool
+		}{
+			{"sign-in scopes", flow(t, "gitlab", "read_user", "openid").AccessToken, false},
+			{"read_repository", f.IssueToken(1, "read_user", "read_repository"), false},
+			{"opted in", flow(t, "gitlab", "read_user", "openid", "read_api").AccessToken, true},
+			{"api", f.IssueToken(1, "api"), true},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				//lint:ignore SA1019 DESIGN.md names xanzy/go-gitlab (deprecated only for its new module path)
+				gl, _ := gitlab.NewOAuthClient(c.token, gitlab.WithBaseURL(srv.URL+"/gitlab"), gitlab.WithoutRetries())
+				if p, _, err := gl.Projects.GetProject("acme/widget", nil); err != nil || p.ID != 100 {
+					t.Fatalf("public project: %+v %v", p, err)
+				}
+				p, resp, err := gl.Projects.GetProject("acme/secret", nil)
+				if c.private && (err != nil || p.ID != 101 || p.Permissions.ProjectAccess.AccessLevel != gitlab.DeveloperPermissions) {
+					t.Fatalf("private project with read_api: %+v %v", p, err)
+				}
+				if !c.private && (err == nil || resp.StatusCode != 404) {
+					t.Fatalf("private project without read_api: %+v %v", p, err)
+				}
+				m, resp, err := gl.ProjectMembers.GetInheritedProjectMember(101, 1)
+				if c.private && (err != nil || m.AccessLevel != gitlab.DeveloperPermissions) {
+					t.Fatalf("member of the private project with read_api: %+v %v", m, err)
+				}
+				if !c.private && (err == nil || resp.StatusCode != 404) {
+					t.Fatalf("member of the private project without read_api: %+v %v", m, err)
+				}
+				g, resp, err := gl.Groups.GetGroup("acme/sub", nil)
+				if c.private && (err != nil || g.ID != 11) {
+					t.Fatalf("private group with read_api: %+v %v", g, err)
+				}
+				if !c.private && (err == nil || resp.StatusCode != 404) {
+					t.Fatalf("private group without read_api: %+v %v", g, err)
+				}
+			})
+		}
+	})
 }

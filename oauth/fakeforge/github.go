@@ -33,7 +33,7 @@ func (f *Forge) github(w http.ResponseWriter, r *http.Request, segs []string) {
 	}
 	// Public things are readable without a token, as on GitHub; a token
 	// that is sent must be valid, and /user needs one.
-	me, ok := f.caller(r)
+	me, ok := f.caller(r, "github")
 	if !ok && (presentedToken(r) || (len(api) > 0 && api[0] == "user")) {
 		githubError(w, http.StatusUnauthorized, "Bad credentials")
 		return
@@ -43,7 +43,7 @@ func (f *Forge) github(w http.ResponseWriter, r *http.Request, segs []string) {
 	defer f.mu.Unlock()
 	switch {
 	case len(api) == 1 && api[0] == "user":
-		writeJSON(w, http.StatusOK, f.githubUser(base, me))
+		writeJSON(w, http.StatusOK, f.githubUser(base, me.User))
 	case len(api) == 2 && api[0] == "user" && api[1] == "emails":
 		var out []map[string]any
 		if me.Email != "" {
@@ -62,7 +62,7 @@ func (f *Forge) github(w http.ResponseWriter, r *http.Request, segs []string) {
 		writeJSON(w, http.StatusOK, orEmpty(out))
 	case len(api) == 3 && api[0] == "repos":
 		repo := f.repoByName(api[1], api[2])
-		if repo == nil || !readable(repo, me.ID) {
+		if repo == nil || !readable(repo, me) {
 			githubError(w, http.StatusNotFound, "Not Found")
 			return
 		}
@@ -82,7 +82,7 @@ func (f *Forge) github(w http.ResponseWriter, r *http.Request, segs []string) {
 		})
 	case len(api) == 6 && api[0] == "repos" && api[3] == "collaborators" && api[5] == "permission":
 		repo := f.repoByName(api[1], api[2])
-		if repo == nil || !readable(repo, me.ID) {
+		if repo == nil || !readable(repo, me) {
 			githubError(w, http.StatusNotFound, "Not Found")
 			return
 		}

@@ -46,7 +46,7 @@ func (f *Forge) gitlab(w http.ResponseWriter, r *http.Request, segs []string) {
 	}
 	// Public things are readable without a token, as on GitLab; a token
 	// that is sent must be valid, and /user needs one.
-	me, ok := f.caller(r)
+	me, ok := f.caller(r, "gitlab")
 	if !ok && (presentedToken(r) || (len(api) == 1 && api[0] == "user")) {
 		gitlabError(w, http.StatusUnauthorized, "401 Unauthorized")
 		return
@@ -56,10 +56,10 @@ func (f *Forge) gitlab(w http.ResponseWriter, r *http.Request, segs []string) {
 	defer f.mu.Unlock()
 	switch {
 	case len(api) == 1 && api[0] == "user":
-		writeJSON(w, http.StatusOK, f.gitlabUser(base, me))
+		writeJSON(w, http.StatusOK, f.gitlabUser(base, me.User))
 	case len(api) == 2 && api[0] == "projects":
 		repo := f.project(api[1])
-		if repo == nil || !readable(repo, me.ID) {
+		if repo == nil || !readable(repo, me) {
 			gitlabError(w, http.StatusNotFound, "404 Project Not Found")
 			return
 		}
@@ -95,7 +95,7 @@ func (f *Forge) gitlab(w http.ResponseWriter, r *http.Request, segs []string) {
 		if id, err := strconv.ParseInt(api[1], 10, 64); err == nil {
 			o = f.orgs[id]
 		}
-		if o == nil || (o.Private && !slices.Contains(o.Members, me.ID)) {
+		if o == nil || (o.Private && !(me.private && slices.Contains(o.Members, me.ID))) {
 			gitlabError(w, http.StatusNotFound, "404 Group Not Found")
 			return
 		}
@@ -120,7 +120,7 @@ func (f *Forge) gitlab(w http.ResponseWriter, r *http.Request, segs []string) {
 		writeJSON(w, http.StatusOK, orEmpty(out))
 	case len(api) == 5 && api[0] == "projects" && api[2] == "members" && api[3] == "all":
 		repo := f.project(api[1])
-		if repo == nil || !readable(repo, me.ID) {
+		if repo == nil || !readable(repo, me) {
 			gitlabError(w, http.StatusNotFound, "404 Project Not Found")
 			return
 		}

@@ -214,7 +214,7 @@ func (f *Forge) token(w http.ResponseWriter, r *http.Request, flavour string) {
 	default:
 		tok := randomString()
 		f.mu.Lock()
-		f.tokens[tok] = g.userID
+		f.tokens[tok] = issued{userID: g.userID, scopes: strings.Fields(g.scope)}
 		f.mu.Unlock()
 		// The granted scopes are those asked for; GitHub lists them with
 		// commas, GitLab with spaces.
@@ -242,8 +242,16 @@ func (f *Forge) tokenResponse(w http.ResponseWriter, r *http.Request, flavour st
 	writeJSON(w, status, body)
 }
 
-// caller resolves the request's access token to a user.
-func (f *Forge) caller(r *http.Request) (User, bool) {
+// caller is who a REST call comes from: the token's user, and whether the
+// token's scopes let it see private things (seesPrivate).
+type caller struct {
+	User
+	private bool
+}
+
+// caller resolves the request's access token to a user; flavour picks
+// which scopes count as private ones.
+func (f *Forge) caller(r *http.Request, flavour string) (caller, bool) {
 	h := r.Header.Get("Authorization")
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
@@ -254,15 +262,15 @@ func (f *Forge) caller(r *http.Request) (User, bool) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	id, found := f.tokens[tok]
+	t, found := f.tokens[tok]
 	if tok == "" || !found {
-		return User{}, false
+		return caller{}, false
 	}
-	u, found := f.users[id]
+	u, found := f.users[t.userID]
 	if !found {
-		return User{}, false
+		return caller{}, false
 	}
-	return *u, true
+	return caller{User: *u, private: seesPrivate(flavour, t.scopes)}, true
 }
 
 // presentedToken reports whether the request carries a token at all.
@@ -270,9 +278,11 @@ func presentedToken(r *http.Request) bool {
 	return r.Header.Get("Authorization") != "" || r.Header.Get("Private-Token") != ""
 }
 
-// readable reports whether user may see repo (f.mu held).
-func readable(repo *Repo, userID int64) bool {
-	return !repo.Private || repo.Access[userID] != ""
+// readable reports whether the caller may see repo (f.mu held): anyone a
+// public one; a private one only someone with access, through a token with
+// the private scope.
+func readable(repo *Repo, me caller) bool {
+	return !repo.Private || (me.private && repo.Access[me.ID] != "")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -39,6 +39,24 @@
 // {"forge", "flavour", "kind", "path", "id", "web_url"}; only power 100 may
 // change it.
 //
+// # Private repositories
+//
+// Plaza reads private repositories only for people who opted in (package
+// oauth: the forge token then carries GitHub's repo or GitLab's read_api
+// scope, oauth.ForgeIdentity.PrivateRepos). For everyone else a private
+// repository is absent, whether or not the forge would show it to their
+// token: no room is created for them, its alias does not resolve
+// (M_NOT_FOUND), and its page is the plain not-found page — the answers a
+// repository that does not exist gets, so nothing tells whether it exists.
+// The one difference is for signed-in viewers who have not opted in:
+// RepoRoom says ErrMaybePrivate, so that the page can offer the opt-in,
+// and it says so for every repository they cannot see, existing or not.
+// A room that exists already and that a viewer may not enter refuses a
+// join by room ID with M_FORBIDDEN (whoever has the room ID knows the room
+// exists); finding it by path or alias still says M_NOT_FOUND. Once they
+// opt in (a new token, with the scope, through the forge's authorization),
+// the forge is asked again and they can join.
+//
 // # Power
 //
 // On every local join the forge is asked (with the joiner's own forge
@@ -95,6 +113,13 @@ var (
 	// ErrNoSuchRepo: the forge knows no such repository, or will not show
 	// it to the viewer.
 	ErrNoSuchRepo = errors.New("community: no such repository")
+	// ErrMaybePrivate is ErrNoSuchRepo (errors.Is holds) for a viewer who
+	// signed in with the forge but has not let Plaza read their private
+	// repositories: the repository may be a private one they could see
+	// after opting in (PrivateOptInURL). It is returned for every
+	// repository such a viewer cannot see, whether it exists or not, so it
+	// tells nothing about private repositories.
+	ErrMaybePrivate = fmt.Errorf("%w (if it is private, allow Plaza to read your private repositories)", ErrNoSuchRepo)
 	// ErrForgeUnavailable: the forge could not be asked.
 	ErrForgeUnavailable = errors.New("community: the forge cannot be reached")
 	// ErrRateLimited: the viewer created too many rooms lately.
@@ -313,32 +338,43 @@ func (s *Service) roomFor(ctx context.Context, path, viewer string, create bool)
 			return "", fmt.Errorf("community: looking %s up: %w", path, err)
 		}
 		if c.Private {
+			who, err := s.asker(ctx, viewer)
+			if err != nil {
+				return "", err
+			}
 			access, _, err := s.access(ctx, c, viewer)
 			if err != nil {
 				return "", err
 			}
 			if access < forge.AccessRead {
-				return "", ErrNoSuchRepo
+				return "", who.notFound()
 			}
 		}
 		return c.RoomID, nil
 	}
-	token, err := s.token(ctx, viewer)
+	who, err := s.asker(ctx, viewer)
 	if err != nil {
 		return "", err
 	}
 	for _, kind := range kindsOf(s.cfg.Forge.Flavour(), path) {
 		var roomID string
 		if kind == kindRepo {
-			roomID, err = s.repoRoom(ctx, path, viewer, token, create)
+			roomID, err = s.repoRoom(ctx, path, viewer, who, create)
 		} else {
-			roomID, err = s.ownerSpace(ctx, path, viewer, token, create)
+			roomID, err = s.ownerSpace(ctx, path, viewer, who, create)
 		}
 		if !errors.Is(err, ErrNoSuchRepo) {
 			return roomID, err
 		}
 	}
-	return "", ErrNoSuchRepo
+	return "", who.notFound()
+}
+
+// PrivateOptInURL is the page where a signed-in person lets Plaza read
+// their private repositories on this forge (their account page's "Allow
+// access to private repositories"), coming back to next (a local path).
+func (s *Service) PrivateOptInURL(next string) string {
+	return oauth.PrivateOptInURL(s.cfg.IDP, next)
 }
 
 // Kinds of association.
@@ -360,20 +396,43 @@ func kindsOf(flavour, path string) []string {
 	return []string{kindRepo}
 }
 
-// token returns the viewer's forge token (nil: anonymous, remote, or no
-// identity on the forge).
-func (s *Service) token(ctx context.Context, viewer string) (*oauth2.Token, error) {
+// asker is how the forge is asked on someone's behalf.
+type asker struct {
+	// token is theirs (nil: anonymous, remote, or no identity on the
+	// forge; the forge is asked with the service token or anonymously).
+	token *oauth2.Token
+	// private: they opted in to Plaza reading their private repositories.
+	// Without it private repositories and groups are absent to them, even
+	// if the token could see them (a GitLab token with the api scope, a
+	// forge that ignores scopes): the opt-in is the person's choice.
+	private bool
+}
+
+// notFound is the answer to someone who cannot see a path (see "Private
+// repositories" in the package doc).
+func (a asker) notFound() error {
+	if a.token != nil && !a.private {
+		return ErrMaybePrivate
+	}
+	return ErrNoSuchRepo
+}
+
+// asker returns how to ask the forge for viewer.
+func (s *Service) asker(ctx context.Context, viewer string) (asker, error) {
 	if viewer == "" || s.cfg.Identities == nil {
-		return nil, nil
+		return asker{}, nil
 	}
 	ident, err := s.cfg.Identities.ForgeIdentity(ctx, viewer, s.cfg.IDP)
 	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
+		return asker{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("community: the forge identity of %s: %w", viewer, err)
+		return asker{}, fmt.Errorf("community: the forge identity of %s: %w", viewer, err)
 	}
-	return ident.Token, nil
+	if ident.Token == nil {
+		return asker{}, nil
+	}
+	return asker{token: ident.Token, private: ident.PrivateRepos}, nil
 }
 
 // forgeErr maps a forge client's error to the package's.

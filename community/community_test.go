@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -111,12 +112,13 @@ func newEnv(t *testing.T, flavour string) *env {
 	return &env{t: t, URL: ts.URL, hs: hs, svc: svc, forge: f, fsrv: fsrv, idents: ids}
 }
 
-// link gives a Matrix user the forge identity of a forge user.
+// link gives a Matrix user the forge identity of a forge user, opted in
+// to private repositories (its token carries every scope).
 func (e *env) link(c *client, forgeUser int64) {
 	e.idents.mu.Lock()
 	defer e.idents.mu.Unlock()
 	e.idents.byID[c.UserID] = &oauth.ForgeIdentity{IDP: e.idents.idp, ForgeUserID: forgeUser,
-		Token: &oauth2.Token{AccessToken: e.forge.IssueToken(forgeUser)}}
+		Token: &oauth2.Token{AccessToken: e.forge.IssueToken(forgeUser)}, PrivateRepos: true}
 }
 
 // communityRooms counts the associations of a kind.
@@ -998,5 +1000,142 @@ func TestCreationAcrossServices(t *testing.T) {
 	}
 	if id, err := e.svc.RepoRoom(ctx, "acme/secret", a.UserID); err != nil || id == "" {
 		t.Fatalf("creation over a stale claim: %q %v", id, err)
+	}
+}
+
+// signIn gives a Matrix user the forge identity of a forge user through
+// the fake forge's OAuth flow, as package oauth runs it: the minimal
+// sign-in scopes, plus the private scope (GitHub repo, GitLab read_api)
+// when optIn. The granted scopes decide what the token may see.
+func (e *env) signIn(c *client, forgeUser int64, optIn bool) {
+	e.t.Helper()
+	flavour := e.idents.idp
+	scopes, private := []string{"read:user", "user:email", "read:org"}, "repo"
+	ep := oauth2.Endpoint{AuthURL: e.fsrv.URL + "/github/login/oauth/authorize", TokenURL: e.fsrv.URL + "/github/login/oauth/access_token"}
+	if flavour == forge.GitLab {
+		scopes, private = []string{"read_user", "openid"}, "read_api"
+		ep = oauth2.Endpoint{AuthURL: e.fsrv.URL + "/gitlab/oauth/authorize", TokenURL: e.fsrv.URL + "/gitlab/oauth/token"}
+	}
+	if optIn {
+		scopes = append(scopes, private)
+	}
+	e.forge.AddClient("plaza", "plaza-secret")
+	e.forge.SignIn(forgeUser)
+	cfg := oauth2.Config{ClientID: "plaza", ClientSecret: "plaza-secret", RedirectURL: "http://plaza.test/cb", Endpoint: ep, Scopes: scopes}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(cfg.AuthCodeURL("st"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("code") == "" {
+		e.t.Fatalf("authorize: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	tok, err := cfg.Exchange(context.Background(), loc.Query().Get("code"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	granted := strings.FieldsFunc(fmt.Sprint(tok.Extra("scope")), func(r rune) bool { return r == ',' || r == ' ' })
+	e.idents.mu.Lock()
+	defer e.idents.mu.Unlock()
+	e.idents.byID[c.UserID] = &oauth.ForgeIdentity{IDP: flavour, ForgeUserID: forgeUser, Token: tok, Scopes: granted,
+		PrivateRepos: slices.Contains(granted, private)}
+}
+
+// TestPrivateReposNeedOptIn: a private repository is absent to people who
+// have not let Plaza read their private repositories — even its
+// collaborators, whose minimal-scope tokens the forge answers 404 — with
+// the same answers as a repository that does not exist; public ones are
+// unaffected; after opting in (a new token with the private scope) they
+// get the room, restricted, and join it.
+func TestPrivateReposNeedOptIn(t *testing.T) {
+	for _, flavour := range []string{forge.GitHub, forge.GitLab} {
+		t.Run(flavour, func(t *testing.T) {
+			e := newEnv(t, flavour)
+			ctx := context.Background()
+			e.forge.AddRepo(fakeforge.Repo{ID: secretID, Owner: "acme", Name: "secret", Private: true,
+				Access: map[int64]string{alice: fakeforge.PermWrite, bob: fakeforge.PermRead}})
+			a, b, carol := e.register("alice"), e.register("bob"), e.register("carol")
+			e.signIn(a, alice, false)
+			e.signIn(b, bob, false)
+			alias := "#acme_secret:" + server
+			join := "/_matrix/client/v3/join/" + url.PathEscape(alias)
+			lookup := "/_matrix/client/v3/directory/room/" + url.PathEscape(alias)
+
+			// Not opted in: the same answers as for a repository that does
+			// not exist, and nothing created.
+			for _, path := range []string{"acme/secret", "acme/nope"} {
+				_, err := e.svc.RepoRoom(ctx, path, a.UserID)
+				if !errors.Is(err, community.ErrMaybePrivate) || !errors.Is(err, community.ErrNoSuchRepo) {
+					t.Fatalf("RepoRoom(%s) for alice, not opted in: %v, want ErrMaybePrivate", path, err)
+				}
+				// Without a forge identity, opting in is no help: nothing hints at it.
+				if _, err := e.svc.RepoRoom(ctx, path, carol.UserID); !errors.Is(err, community.ErrNoSuchRepo) || errors.Is(err, community.ErrMaybePrivate) {
+					t.Fatalf("RepoRoom(%s) for carol: %v, want ErrNoSuchRepo only", path, err)
+				}
+			}
+			a.fails(404, "M_NOT_FOUND", "POST", join, map[string]any{})
+			a.fails(404, "M_NOT_FOUND", "GET", lookup, nil)
+			a.fails(404, "M_NOT_FOUND", "POST", "/_matrix/client/v3/join/"+url.PathEscape("#acme_nope:"+server), map[string]any{})
+			if n := e.communityRooms("repo"); n != 0 {
+				t.Fatalf("%d repository rooms created for someone who has not opted in", n)
+			}
+			// A token that could see it (GitLab's api scope, say) does not
+			// stand for an opt-in the person did not make.
+			e.link(a, alice)
+			e.idents.byID[a.UserID].PrivateRepos = false
+			if _, err := e.svc.RepoRoom(ctx, "acme/secret", a.UserID); !errors.Is(err, community.ErrMaybePrivate) {
+				t.Fatalf("RepoRoom for alice with a full token, not opted in: %v", err)
+			}
+			if n := e.communityRooms("repo"); n != 0 {
+				t.Fatalf("%d repository rooms created for someone who has not opted in", n)
+			}
+			e.signIn(a, alice, false)
+			if got := e.svc.PrivateOptInURL("/acme/secret"); got != "/_plaza/login/"+flavour+"?private=1&next=%2Facme%2Fsecret" {
+				t.Errorf("opt-in URL %q", got)
+			}
+
+			// Public repositories are unaffected, power levels included.
+			r := a.join("#acme_widget:" + server)
+			if r.Status != 200 {
+				t.Fatalf("alice joins the public room: %d %s", r.Status, r.Raw)
+			}
+			if got := levels(a, r.str("room_id"))[a.UserID]; got != float64(100) {
+				t.Errorf("alice (admin of widget), not opted in, has level %v in its room", got)
+			}
+
+			// Alice opts in: the room is created, restricted, and she joins.
+			e.signIn(a, alice, true)
+			r = a.join(alias)
+			if r.Status != 200 {
+				t.Fatalf("alice, opted in, joins: %d %s", r.Status, r.Raw)
+			}
+			roomID := r.str("room_id")
+			if got := a.state(roomID, "m.room.join_rules", "")["join_rule"]; got != "invite" {
+				t.Errorf("join rule %v", got)
+			}
+			if got := levels(a, roomID)[a.UserID]; got != float64(50) {
+				t.Errorf("alice (push access) has level %v", got)
+			}
+
+			// Bob, a collaborator who has not opted in, cannot join the
+			// existing room: its alias and page are still absent to him,
+			// and a join by room ID is refused.
+			b.fails(404, "M_NOT_FOUND", "POST", join, map[string]any{})
+			b.fails(404, "M_NOT_FOUND", "GET", lookup, nil)
+			b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+			if _, err := e.svc.RepoRoom(ctx, "acme/secret", b.UserID); !errors.Is(err, community.ErrMaybePrivate) {
+				t.Errorf("RepoRoom for bob, not opted in, once the room exists: %v", err)
+			}
+			// Once he opts in he may, at once (no cached refusal).
+			e.signIn(b, bob, true)
+			if r := b.join(alias); r.Status != 200 || r.str("room_id") != roomID {
+				t.Fatalf("bob, opted in, joins: %d %s", r.Status, r.Raw)
+			}
+			if got, err := e.svc.RepoRoom(ctx, "acme/secret", b.UserID); err != nil || got != roomID {
+				t.Errorf("RepoRoom for bob, opted in: %q %v", got, err)
+			}
+		})
 	}
 }

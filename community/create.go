@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"plaza/community/forge"
 	"plaza/homeserver/event"
 	"plaza/homeserver/room"
@@ -24,31 +22,33 @@ const maxAvatarBytes = 1 << 20
 
 // repoRoom looks a repository up on the forge and, when create, makes its
 // room (and its owner's space).
-func (s *Service) repoRoom(ctx context.Context, path, viewer string, token *oauth2.Token, create bool) (string, error) {
-	if token == nil && s.misses.has(kindRepo+":"+path, s.cfg.Now()) {
+func (s *Service) repoRoom(ctx context.Context, path, viewer string, who asker, create bool) (string, error) {
+	if who.token == nil && s.misses.has(kindRepo+":"+path, s.cfg.Now()) {
 		return "", ErrNoSuchRepo
 	}
-	repo, err := s.cfg.Forge.Repo(ctx, path, token)
-	if errors.Is(err, forge.ErrTokenRefused) && token != nil {
+	repo, err := s.cfg.Forge.Repo(ctx, path, who.token)
+	if errors.Is(err, forge.ErrTokenRefused) && who.token != nil {
 		// A stale token does not stop anyone opening a public room.
-		token = nil
+		who = asker{}
 		repo, err = s.cfg.Forge.Repo(ctx, path, nil)
 	}
 	if err != nil {
-		if token == nil && errors.Is(err, forge.ErrNotFound) {
+		if who.token == nil && errors.Is(err, forge.ErrNotFound) {
 			s.misses.add(kindRepo+":"+path, s.cfg.Now().Add(missTTL))
 		}
 		return "", forgeErr(err)
 	}
-	if token == nil && repo.Private {
-		return "", ErrNoSuchRepo // a service token may see more than the asker
+	if repo.Private && !who.private {
+		// A service token, or a token of broader scope than the person
+		// opted in to, may see more than the asker should.
+		return "", ErrNoSuchRepo
 	}
 	if !create {
 		return "", ErrRoomNotCreated
 	}
 	// The space first, before the room's claim: a creation never waits
 	// for another while holding one.
-	parent, err := s.ownerSpace(ctx, repo.Owner.Path, viewer, token, true)
+	parent, err := s.ownerSpace(ctx, repo.Owner.Path, viewer, who, true)
 	if err != nil {
 		return "", fmt.Errorf("community: the space of %s: %w", repo.Owner.Path, err)
 	}
@@ -70,27 +70,27 @@ func (s *Service) repoRoom(ctx context.Context, path, viewer string, token *oaut
 // ownerSpace looks an owner up and, when create, makes its space (and, for
 // a GitLab subgroup, its parent's). An existing space is returned without
 // asking the forge.
-func (s *Service) ownerSpace(ctx context.Context, path, viewer string, token *oauth2.Token, create bool) (string, error) {
+func (s *Service) ownerSpace(ctx context.Context, path, viewer string, who asker, create bool) (string, error) {
 	if c, err := s.hs.DB.CommunityRoomByPath(ctx, s.cfg.IDP, kindOwner, path); err == nil {
 		return c.RoomID, nil
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return "", err
 	}
-	if token == nil && s.misses.has(kindOwner+":"+path, s.cfg.Now()) {
+	if who.token == nil && s.misses.has(kindOwner+":"+path, s.cfg.Now()) {
 		return "", ErrNoSuchRepo
 	}
-	owner, err := s.cfg.Forge.Owner(ctx, path, token)
-	if errors.Is(err, forge.ErrTokenRefused) && token != nil {
-		token = nil
+	owner, err := s.cfg.Forge.Owner(ctx, path, who.token)
+	if errors.Is(err, forge.ErrTokenRefused) && who.token != nil {
+		who = asker{}
 		owner, err = s.cfg.Forge.Owner(ctx, path, nil)
 	}
 	if err != nil {
-		if token == nil && errors.Is(err, forge.ErrNotFound) {
+		if who.token == nil && errors.Is(err, forge.ErrNotFound) {
 			s.misses.add(kindOwner+":"+path, s.cfg.Now().Add(missTTL))
 		}
 		return "", forgeErr(err)
 	}
-	if token == nil && owner.Private {
+	if owner.Private && !who.private {
 		return "", ErrNoSuchRepo
 	}
 	if !create {
@@ -98,7 +98,7 @@ func (s *Service) ownerSpace(ctx context.Context, path, viewer string, token *oa
 	}
 	parent := ""
 	if i := strings.LastIndex(owner.Path, "/"); i > 0 {
-		if parent, err = s.ownerSpace(ctx, owner.Path[:i], viewer, token, true); err != nil {
+		if parent, err = s.ownerSpace(ctx, owner.Path[:i], viewer, who, true); err != nil {
 			return "", fmt.Errorf("community: the space of %s: %w", owner.Path[:i], err)
 		}
 	}

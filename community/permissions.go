@@ -88,10 +88,17 @@ func (s *Service) access(ctx context.Context, c *storage.CommunityRoom, userID s
 	if c.Private {
 		public = forge.AccessNone
 	}
-	token, err := s.token(ctx, userID)
-	if err != nil || token == nil {
+	who, err := s.asker(ctx, userID)
+	if err != nil || who.token == nil {
 		return public, false, err
 	}
+	if c.Private && !who.private {
+		// Not opted in: the private repository is not theirs to see, and
+		// the forge is not asked (nor its answer cached, which would
+		// outlive an opt-in).
+		return forge.AccessNone, true, nil
+	}
+	token := who.token
 	k := permKey{userID: userID, roomID: c.RoomID}
 	if a, ok := s.perms.get(k, s.cfg.Now()); ok {
 		return a, true, nil

@@ -110,7 +110,7 @@ func (s *Service) renderAccount(w http.ResponseWriter, r *http.Request, next str
 			continue
 		}
 		pg.Linked = append(pg.Linked, linkedForge{Name: p.name, Login: i.Login, PrivateRepos: p.hasPrivateScope(i.Scopes),
-			AllowPrivate: "/_plaza/login/" + url.PathEscape(p.id) + "?private=1" + back})
+			AllowPrivate: PrivateOptInURL(p.id, "/_plaza/account")})
 	}
 	setPageHeaders(w, http.StatusOK)
 	_ = s.pages.ExecuteTemplate(w, "account", pg)

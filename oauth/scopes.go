@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"net/url"
 	"slices"
 	"strings"
 
@@ -16,6 +17,13 @@ import (
 // (/_plaza/login/{idp}?private=1), which runs the forge's authorization
 // again with it. The scopes the forge granted are kept with the identity;
 // ForgeIdentity.PrivateRepos reports the opt-in.
+
+// PrivateOptInURL is the web path that opts the signed-in person in to
+// private repositories on the forge idp (the account page's "Allow access
+// to private repositories"), returning to next, a path on this site.
+func PrivateOptInURL(idp, next string) string {
+	return "/_plaza/login/" + url.PathEscape(idp) + "?private=1&next=" + url.QueryEscape(next)
+}
 
 // withPrivateScope returns p's sign-in scopes plus its private-repository
 // scope.

@@ -74,6 +74,10 @@ type NoRoom struct {
 // NotFound is the page of anything that is not there (or may not be seen).
 type NotFound struct {
 	Page
+	// AllowPrivate, if set, is where a signed-in visitor lets Plaza read
+	// their private repositories: offered to those who have not, for any
+	// repository they cannot see (it says nothing about this one).
+	AllowPrivate string
 }
 
 // Home is the front page.

@@ -78,6 +78,15 @@ var (
 	ErrTryLater = errors.New("try again later")
 )
 
+// MaybePrivateError is ErrNoSuchRepo (errors.Is holds) for a signed-in
+// viewer who has not let Plaza read their private repositories: the 404
+// page offers OptInURL. RepoRooms returns it for every repository such a
+// viewer cannot see, existing or not, so the page tells nothing more.
+type MaybePrivateError struct{ OptInURL string }
+
+func (e *MaybePrivateError) Error() string { return ErrNoSuchRepo.Error() }
+func (e *MaybePrivateError) Unwrap() error { return ErrNoSuchRepo }
+
 // Config configures the web site.
 type Config struct {
 	// Sessions is the sign-in service (nil: nobody can sign in).
@@ -376,7 +385,12 @@ func (s *Service) repoRoom(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	roomID, err := s.repoRoomID(r.Context(), org+"/"+repo, user)
+	var maybe *MaybePrivateError
 	switch {
+	case errors.As(err, &maybe):
+		p := s.page(r, "Not found · Plaza", user)
+		s.html(w, r, http.StatusNotFound, templates.NotFoundPage(templates.NotFound{Page: p, AllowPrivate: maybe.OptInURL}))
+		return
 	case errors.Is(err, ErrRoomNotCreated):
 		p := s.page(r, forgePath+" · Plaza", user)
 		s.html(w, r, http.StatusNotFound, templates.NoRoomPage(templates.NoRoom{Page: p, Repo: forgePath}))

@@ -100,6 +100,8 @@ func (r webRepos) RepoRoom(ctx context.Context, forgePath, viewer string) (strin
 	switch {
 	case errors.Is(err, community.ErrRoomNotCreated):
 		return "", web.ErrRoomNotCreated
+	case errors.Is(err, community.ErrMaybePrivate):
+		return "", &web.MaybePrivateError{OptInURL: r.svc.PrivateOptInURL("/" + forgePath)}
 	case errors.Is(err, community.ErrNoSuchRepo):
 		return "", web.ErrNoSuchRepo
 	}

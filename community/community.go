@@ -347,7 +347,7 @@ func (s *Service) roomFor(ctx context.Context, path, viewer string, create bool)
 				return "", err
 			}
 			if access < forge.AccessRead {
-				return "", who.notFound()
+				return "", s.absent(ctx, path, who)
 			}
 		}
 		return c.RoomID, nil
@@ -368,6 +368,46 @@ func (s *Service) roomFor(ctx context.Context, path, viewer string, create bool)
 		}
 	}
 	return "", who.notFound()
+}
+
+// absent answers someone who may not see an existing private room as a
+// path without a room is answered when the forge shows nothing: the forge
+// is asked the same questions, so that an unreachable forge (an error, not
+// a 404) or a slow one reads the same whether or not the room exists.
+func (s *Service) absent(ctx context.Context, path string, who asker) error {
+	for _, kind := range kindsOf(s.cfg.Forge.Flavour(), path) {
+		key := kind + ":" + path
+		if who.token == nil && s.misses.has(key, s.cfg.Now()) {
+			continue
+		}
+		lookup := func(token *oauth2.Token) error {
+			if kind == kindRepo {
+				_, err := s.cfg.Forge.Repo(ctx, path, token)
+				return err
+			}
+			_, err := s.cfg.Forge.Owner(ctx, path, token)
+			return err
+		}
+		err, token := lookup(who.token), who.token
+		if errors.Is(err, forge.ErrTokenRefused) && token != nil {
+			token = nil
+			err = lookup(nil)
+		}
+		switch {
+		case err == nil:
+			// The forge shows it to the token, but the room's own check
+			// (the opt-in, the cached access, the repository's id) said
+			// no: absent all the same.
+			return who.notFound()
+		case errors.Is(err, forge.ErrNotFound):
+			if token == nil {
+				s.misses.add(key, s.cfg.Now().Add(missTTL))
+			}
+		default:
+			return forgeErr(err)
+		}
+	}
+	return who.notFound()
 }
 
 // PrivateOptInURL is the page where a signed-in person lets Plaza read

@@ -1128,6 +1128,28 @@ func TestPrivateReposNeedOptIn(t *testing.T) {
 			if _, err := e.svc.RepoRoom(ctx, "acme/secret", b.UserID); !errors.Is(err, community.ErrMaybePrivate) {
 				t.Errorf("RepoRoom for bob, not opted in, once the room exists: %v", err)
 			}
+			// With the forge down, the existing room reads as any other
+			// path does (the forge cannot say), for him and for anonymous
+			// visitors alike.
+			e.forge.SetDown(true)
+			for _, path := range []string{"acme/secret", "acme/nope"} {
+				if _, err := e.svc.RepoRoom(ctx, path, b.UserID); !errors.Is(err, community.ErrForgeUnavailable) {
+					t.Errorf("RepoRoom(%s) for bob with the forge down: %v, want ErrForgeUnavailable", path, err)
+				}
+			}
+			// (Anonymous askers were told both are absent a moment ago,
+			// which is remembered for a while; either way, alike.)
+			_, errSecret := e.svc.RepoRoom(ctx, "acme/secret", "")
+			_, errNope := e.svc.RepoRoom(ctx, "acme/nope", "")
+			if errSecret == nil || errNope == nil || errSecret.Error() != errNope.Error() {
+				t.Errorf("anonymous RepoRoom with the forge down: %v for the private room, %v for nothing", errSecret, errNope)
+			}
+			for _, a := range []string{alias, "#acme_nope:" + server} {
+				if r := b.do("POST", "/_matrix/client/v3/join/"+url.PathEscape(a), map[string]any{}); r.Status != 502 {
+					t.Errorf("join %s with the forge down: %d %s", a, r.Status, r.Raw)
+				}
+			}
+			e.forge.SetDown(false)
 			// Once he opts in he may, at once (no cached refusal).
 			e.signIn(b, bob, true)
 			if r := b.join(alias); r.Status != 200 || r.str("room_id") != roomID {

@@ -86,7 +86,23 @@ type incoming struct {
 	// delivered: our own event that the room's servers already have
 	// (see Notification.Delivered).
 	delivered bool
+	// deferred: commit without waiting for the disk (see DeferDurability).
+	deferred bool
 }
+
+type deferKey struct{}
+
+// DeferDurability returns a context under which received events are
+// committed without waiting for the disk; they are visible at once. The
+// caller must call FlushWAL before it acknowledges them (a federation
+// transaction's answer): until then a crash of PostgreSQL or of the machine
+// may lose them, and the sender, unanswered, sends them again.
+func DeferDurability(ctx context.Context) context.Context {
+	return context.WithValue(ctx, deferKey{}, true)
+}
+
+// FlushWAL makes every event committed so far durable.
+func (s *Service) FlushWAL(ctx context.Context) error { return s.db.FlushWAL(ctx) }
 
 // Receive checks and stores an event sent by origin for a room this server
 // is in. It returns the event's ID. A rejected event is stored (and
@@ -198,6 +214,9 @@ func (s *Service) receive(ctx context.Context, origin string, ev *event.Event, f
 
 func (s *Service) receiveIncoming(ctx context.Context, origin string, in *incoming, fill bool) error {
 	ev := in.ev
+	if ctx.Value(deferKey{}) != nil {
+		in.deferred = true
+	}
 	r, err := s.load(ctx, ev.RoomID())
 	if err != nil {
 		return err
@@ -826,7 +845,7 @@ func (s *Service) placeRemote(ctx context.Context, r *roomEntry, in *incoming) (
 		softFailed = true
 	}
 
-	re := storage.RemoteEvent{Event: ev, Rejected: rejected, SoftFailed: softFailed, BeforeGroup: beforeGroup}
+	re := storage.RemoteEvent{Event: ev, Rejected: rejected, SoftFailed: softFailed, BeforeGroup: beforeGroup, Deferred: in.deferred}
 	if beforeGroup == 0 {
 		re.BeforeState = make(map[event.TypeKey]int64, len(before))
 		for tk, it := range before {

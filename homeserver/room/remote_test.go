@@ -423,3 +423,39 @@ func BenchmarkReceiveRemote(b *testing.B) {
 		}
 	}
 }
+
+// Events received under DeferDurability are in the timeline at once, and
+// FlushWAL makes the write-ahead log durable past them (the answer to a
+// federation transaction waits for it).
+func TestDeferredReceiveThenFlush(t *testing.T) {
+	g := newRemoteRig(t)
+	g.join()
+	ctx := DeferDurability(context.Background())
+	var ids []string
+	for i := range 3 {
+		ev := g.build(remoteUser, "m.room.message", nil, fmt.Sprintf(`{"body":"deferred %d"}`, i))
+		if _, err := g.s.Receive(ctx, remoteServer, g.roomID, ev.JSON()); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ev.ID())
+	}
+	for _, id := range ids {
+		if se := g.stored(id); se == nil || se.StreamPos <= 0 {
+			t.Fatalf("%s not in the timeline: %+v", id, se)
+		}
+	}
+	var written string
+	if err := g.db.Pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&written); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.s.FlushWAL(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var flushed bool
+	if err := g.db.Pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn`, written).Scan(&flushed); err != nil {
+		t.Fatal(err)
+	}
+	if !flushed {
+		t.Fatalf("the write-ahead log is not flushed past %s after FlushWAL", written)
+	}
+}

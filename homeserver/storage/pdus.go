@@ -82,7 +82,10 @@ const SelfNID = -1
 
 // RemoteEvent is a received event placed in the DAG.
 type RemoteEvent struct {
-	Event          *event.Event
+	Event *event.Event
+	// Deferred commits without waiting for the disk: the caller makes
+	// it durable with FlushWAL before acknowledging it to anyone.
+	Deferred       bool
 	StreamPos      int64 // 0: an outlier
 	Rejected       bool
 	SoftFailed     bool
@@ -118,6 +121,11 @@ func (db *DB) PersistRemote(ctx context.Context, room *Room, chainLen int, re Re
 	out := RemotePersisted{BeforeGroup: re.BeforeGroup, StateGroup: room.StateGroup, ChainLen: chainLen}
 	err := db.InTx(ctx, func(tx pgx.Tx) error {
 		ev := re.Event
+		if re.Deferred {
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit TO off`); err != nil {
+				return err
+			}
+		}
 		if out.BeforeGroup == 0 && re.BeforeState != nil {
 			if err := tx.QueryRow(ctx, `INSERT INTO state_groups (room_nid, prev_group, chain_len) VALUES ($1, NULL, 0) RETURNING group_nid`,
 				room.NID).Scan(&out.BeforeGroup); err != nil {
@@ -423,4 +431,20 @@ func (db *DB) BackwardExtremities(ctx context.Context, roomNID int64, limit int)
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// FlushWAL makes every commit before it durable, deferred ones included:
+// it commits a transaction that wrote to the write-ahead log (a logical
+// message, which changes no table) with synchronous_commit on, and such a
+// commit waits until the log is flushed up to its record, which lies after
+// every earlier commit. One flush then stands for a whole federation
+// transaction's PDUs instead of one per PDU, whatever the server's default.
+func (db *DB) FlushWAL(ctx context.Context) error {
+	return db.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit TO on`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT pg_logical_emit_message(true, 'plaza.flush', '')`)
+		return err
+	})
 }

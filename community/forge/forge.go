@@ -19,7 +19,9 @@ var (
 	// token's holder (both forges answer 404 for private things).
 	ErrNotFound = errors.New("forge: not found")
 	// ErrTokenRefused: the forge refused the token itself (revoked,
-	// expired): nothing is known about its holder's access.
+	// expired), or its scopes do not reach the API (GitLab's
+	// insufficient_scope for a token without read_api): nothing is known
+	// about its holder's access.
 	ErrTokenRefused = errors.New("forge: token refused")
 	// ErrUnavailable: the forge could not be asked (network, 5xx, rate
 	// limit). Callers keep public rooms usable and grant no power.

@@ -137,5 +137,12 @@ func gitlabErr(resp *gitlab.Response, err error) error {
 	if resp == nil || resp.Response == nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+	if resp.StatusCode == http.StatusForbidden && strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+		// The token's scopes do not reach the API (read_user, Plaza's
+		// sign-in scope, reads /user only; read_api is asked for only
+		// when the person opts in to private repositories): it tells
+		// nothing about the project, which may well be public.
+		return fmt.Errorf("%w: GitLab answered 403 insufficient_scope", ErrTokenRefused)
+	}
 	return fmt.Errorf("%w: GitLab answered %d", classify(resp.StatusCode), resp.StatusCode)
 }

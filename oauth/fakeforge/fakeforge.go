@@ -30,10 +30,14 @@
 // Tokens carry scopes, as on the real forges: the scopes the OAuth flow
 // asked for, or those given to IssueToken. Private repositories (and
 // private GitLab groups) are visible only to tokens with the forge's
-// private scope — GitHub's repo, GitLab's read_api or api — and to anyone
-// else they are 404, exactly like repositories that do not exist, even for
-// a collaborator: that is what the real forges answer a token of Plaza's
-// minimal sign-in scopes.
+// private scope — GitHub's repo, GitLab's read_api or api. On GitHub a
+// token without it sees them as 404, exactly like repositories that do
+// not exist, even for a collaborator, and reads public ones as before. On
+// GitLab the same scope is what reaches the API at all: a token without it
+// (read_user, openid, read_repository: Plaza's sign-in scopes) reads /user
+// and /users, and gets 403 insufficient_scope for every project and group,
+// public ones included, as GitLab answers; without a token, private
+// projects are 404.
 //
 // Users have immutable numeric ids, as on the real forges, so a test can
 // rename one (Rename) and check that whoever keys accounts by id follows.

@@ -2,9 +2,11 @@ package fakeforge_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/google/go-github/v60/github"
@@ -105,7 +107,7 @@ func TestGitHub(t *testing.T) {
 func TestGitLabPKCE(t *testing.T) {
 	f, srv := newForge(t)
 	f.SignIn(2)
-	cfg := oauth2.Config{ClientID: "cid", ClientSecret: "secret", RedirectURL: "http://client.test/cb",
+	cfg := oauth2.Config{ClientID: "cid", ClientSecret: "secret", RedirectURL: "http://client.test/cb", Scopes: []string{"read_user", "read_api"},
 		Endpoint: oauth2.Endpoint{AuthURL: srv.URL + "/gitlab/oauth/authorize", TokenURL: srv.URL + "/gitlab/oauth/token"}}
 	ctx := context.Background()
 
@@ -254,12 +256,13 @@ func TestPublicReadsAndOwners(t *testing.T) {
 	}
 }
 
-// TestScopes: a token without the forge's private scope (GitHub repo,
-// GitLab read_api or api) sees private repositories, and private GitLab
-// groups, as 404 — on repository lookups and on the permission and member
-// endpoints — even for a collaborator, as the real forges answer; public
-// ones are unchanged. A token granted the scope through the OAuth flow
-// sees them.
+// TestScopes: a GitHub token without the repo scope sees private
+// repositories as 404 — on repository lookups and on the permission
+// endpoint — even for a collaborator, and public ones as before; a GitLab
+// token without read_api or api reads /user and /users only, and gets 403
+// insufficient_scope for projects and groups, public or not, as the real
+// forges answer. A token granted the scope through the OAuth flow sees
+// what its holder may.
 func TestScopes(t *testing.T) {
 	f, srv := newForge(t)
 	f.SignIn(1)
@@ -330,31 +333,60 @@ func TestScopes(t *testing.T) {
 			t.Run(c.name, func(t *testing.T) {
 				//lint:ignore SA1019 DESIGN.md names xanzy/go-gitlab (deprecated only for its new module path)
 				gl, _ := gitlab.NewOAuthClient(c.token, gitlab.WithBaseURL(srv.URL+"/gitlab"), gitlab.WithoutRetries())
-				if p, _, err := gl.Projects.GetProject("acme/widget", nil); err != nil || p.ID != 100 {
+				if u, _, err := gl.Users.CurrentUser(); err != nil || u.ID != 1 {
+					t.Fatalf("/user: %+v %v", u, err)
+				}
+				if users, _, err := gl.Users.ListUsers(&gitlab.ListUsersOptions{Username: gitlab.Ptr("bob")}); err != nil || len(users) != 1 {
+					t.Fatalf("/users: %+v %v", users, err)
+				}
+				// insufficient is GitLab's answer to a token whose scopes do
+				// not reach the API.
+				insufficient := func(what string, resp *gitlab.Response, err error) {
+					t.Helper()
+					var er *gitlab.ErrorResponse
+					if err == nil || resp == nil || resp.StatusCode != 403 || !errors.As(err, &er) ||
+						!strings.Contains(string(er.Body), `"insufficient_scope"`) || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+						t.Fatalf("%s without read_api: %v, want 403 insufficient_scope", what, err)
+					}
+				}
+				p, resp, err := gl.Projects.GetProject("acme/widget", nil)
+				if c.private && (err != nil || p.ID != 100) {
 					t.Fatalf("public project: %+v %v", p, err)
 				}
-				p, resp, err := gl.Projects.GetProject("acme/secret", nil)
+				if !c.private {
+					insufficient("public project", resp, err)
+				}
+				p, resp, err = gl.Projects.GetProject("acme/secret", nil)
 				if c.private && (err != nil || p.ID != 101 || p.Permissions.ProjectAccess.AccessLevel != gitlab.DeveloperPermissions) {
 					t.Fatalf("private project with read_api: %+v %v", p, err)
 				}
-				if !c.private && (err == nil || resp.StatusCode != 404) {
-					t.Fatalf("private project without read_api: %+v %v", p, err)
+				if !c.private {
+					insufficient("private project", resp, err)
 				}
 				m, resp, err := gl.ProjectMembers.GetInheritedProjectMember(101, 1)
 				if c.private && (err != nil || m.AccessLevel != gitlab.DeveloperPermissions) {
 					t.Fatalf("member of the private project with read_api: %+v %v", m, err)
 				}
-				if !c.private && (err == nil || resp.StatusCode != 404) {
-					t.Fatalf("member of the private project without read_api: %+v %v", m, err)
+				if !c.private {
+					insufficient("project member", resp, err)
 				}
 				g, resp, err := gl.Groups.GetGroup("acme/sub", nil)
 				if c.private && (err != nil || g.ID != 11) {
 					t.Fatalf("private group with read_api: %+v %v", g, err)
 				}
-				if !c.private && (err == nil || resp.StatusCode != 404) {
-					t.Fatalf("private group without read_api: %+v %v", g, err)
+				if !c.private {
+					insufficient("private group", resp, err)
 				}
 			})
+		}
+		// Without a token, as before: public projects read, private ones 404.
+		//lint:ignore SA1019 as above
+		anon, _ := gitlab.NewClient("", gitlab.WithBaseURL(srv.URL+"/gitlab"), gitlab.WithoutRetries())
+		if p, _, err := anon.Projects.GetProject("acme/widget", nil); err != nil || p.ID != 100 {
+			t.Fatalf("anonymous read of a public project: %+v %v", p, err)
+		}
+		if _, resp, err := anon.Projects.GetProject("acme/secret", nil); err == nil || resp.StatusCode != 404 {
+			t.Fatalf("anonymous read of a private project: %v", err)
 		}
 	})
 }

@@ -51,6 +51,15 @@ func (f *Forge) gitlab(w http.ResponseWriter, r *http.Request, segs []string) {
 		gitlabError(w, http.StatusUnauthorized, "401 Unauthorized")
 		return
 	}
+	// A token's scopes must reach the API: GitLab's read_user (with
+	// openid, Plaza's sign-in scopes) reads /user and /users only, and
+	// elsewhere — public projects included — gets 403 insufficient_scope.
+	if ok && !me.private && len(api) > 0 && api[0] != "user" && api[0] != "users" {
+		const desc = "The request requires higher privileges than provided by the access token."
+		w.Header().Set("WWW-Authenticate", `Bearer realm="Protected by OAuth 2.0", error="insufficient_scope", error_description="`+desc+`", scope="api read_api"`)
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "insufficient_scope", "error_description": desc, "scope": "api read_api"})
+		return
+	}
 	base := f.base(r)
 	f.mu.Lock()
 	defer f.mu.Unlock()

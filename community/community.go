@@ -65,9 +65,11 @@
 // answers are cached for PermissionTTL. Webhook deliveries about members
 // drop a room's cache and re-check its members. Users with no identity on
 // the forge (password accounts, other servers' users) keep whatever level
-// room admins gave them. When the forge cannot be reached, public rooms
-// stay joinable, private rooms refuse joins that cannot be checked, and no
-// level changes.
+// room admins gave them, and so do GitLab users who have not opted in to
+// private repositories: their sign-in token (read_user) reaches no project
+// (GitLab answers 403 insufficient_scope), so it tells nothing. When the
+// forge cannot be reached, public rooms stay joinable, private rooms
+// refuse joins that cannot be checked, and no level changes.
 //
 // # Forge changes
 //

@@ -1138,6 +1138,9 @@ func TestPrivateReposNeedOptIn(t *testing.T) {
 			b.fails(404, "M_NOT_FOUND", "POST", join, map[string]any{})
 			b.fails(404, "M_NOT_FOUND", "GET", lookup, nil)
 			b.fails(403, "M_FORBIDDEN", "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/join", map[string]any{})
+			if r := b.join(roomID); !strings.Contains(r.str("error"), "allow it on your account page") {
+				t.Errorf("the refusal does not point bob at the opt-in: %s", r.Raw)
+			}
 			if _, err := e.svc.RepoRoom(ctx, "acme/secret", b.UserID); !errors.Is(err, community.ErrMaybePrivate) {
 				t.Errorf("RepoRoom for bob, not opted in, once the room exists: %v", err)
 			}

@@ -185,6 +185,12 @@ func (s *Service) GateJoin(ctx context.Context, roomID, userID string) error {
 	}
 	if c.Private {
 		if access < forge.AccessRead {
+			// Whoever joins by room ID knows the room exists: telling them
+			// the opt-in is missing reveals nothing more.
+			if who, err := s.asker(ctx, userID); err == nil && who.token != nil && !who.private {
+				return httpapi.Forbidden("only people who may read %s on the forge may join its room, "+
+					"and Plaza may not read your private repositories: allow it on your account page (%s)", c.Path, "/_plaza/account")
+			}
 			return httpapi.Forbidden("only people who may read %s on the forge may join its room", c.Path)
 		}
 		if err := s.inviteForJoin(ctx, roomID, userID); err != nil {

@@ -24,6 +24,7 @@ import (
 	"plaza/homeserver/event"
 	"plaza/homeserver/federation"
 	"plaza/homeserver/httpapi"
+	"plaza/homeserver/keybackup"
 	"plaza/homeserver/media"
 	"plaza/homeserver/room"
 	"plaza/homeserver/signing"
@@ -78,6 +79,8 @@ type Server struct {
 	E2EE *e2ee.Service
 	// AccountData serves account data, room tags and push rules.
 	AccountData *accountdata.Service
+	// KeyBackup serves server-side key backups (/room_keys).
+	KeyBackup *keybackup.Service
 	// Federation serves the key server and authenticates federation
 	// requests both ways.
 	Federation *federation.Service
@@ -158,7 +161,7 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 	if err := fed.Sender.Start(ctx, federation.SenderConfig{}, rooms); err != nil {
 		return nil, err
 	}
-	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med, AccountData: acct, E2EE: keys, Federation: fed}, nil
+	return &Server{Config: cfg, DB: db, Key: key, Tracker: tracker, Rooms: rooms, Client: api, Sync: syncer, Ephemeral: eph, Media: med, AccountData: acct, E2EE: keys, KeyBackup: keybackup.New(db), Federation: fed}, nil
 }
 
 // Handler returns the homeserver's HTTP handler (client API and discovery).
@@ -169,7 +172,7 @@ func (s *Server) Handler(mounts ...func(chi.Router)) http.Handler {
 	r := chi.NewRouter()
 	r.Use(httpapi.CORS)
 	r.Use(s.Client.GuestAccess)
-	s.Client.Routes(r, s.Sync.Routes, s.Ephemeral.Routes, s.AccountData.Routes, s.E2EE.Routes)
+	s.Client.Routes(r, s.Sync.Routes, s.Ephemeral.Routes, s.AccountData.Routes, s.E2EE.Routes, s.KeyBackup.Routes)
 	for _, m := range mounts {
 		m(r)
 	}

@@ -72,6 +72,7 @@ func (s *Service) Routes(r chi.Router) {
 	r.Delete("/user/{userID}/rooms/{roomID}/tags/{tag}", s.deleteTag)
 
 	s.pushRuleRoutes(r)
+	s.pusherRoutes(r)
 }
 
 // pathParam returns a path parameter decoded: chi matches on the escaped

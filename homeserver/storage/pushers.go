@@ -1,0 +1,91 @@
+package storage
+
+// Storage of pushers (package accountdata). The schema and its reasons are in
+// migrations/150_pushers.sql.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Pusher is one of a user's pushers.
+type Pusher struct {
+	UserID, AppID, Pushkey, Kind      string
+	AppDisplayName, DeviceDisplayName string
+	ProfileTag, Lang                  string
+	Data                              []byte // the client's JSON object
+	DeviceID                          string // the device that set it
+}
+
+// maxPushersPerUser bounds a user's pushers; a client that sets a new one at
+// every start without removing the old one would otherwise grow the table
+// without end.
+const maxPushersPerUser = 100
+
+// ErrTooManyPushers is returned when a user already has maxPushersPerUser
+// pushers and sets a new one.
+var ErrTooManyPushers = fmt.Errorf("more than %d pushers", maxPushersPerUser)
+
+// SetPusher creates or replaces the user's pusher of p's app ID and push key.
+// Unless appendOthers, other users' pushers of the same app ID and push key
+// are removed.
+func (db *DB) SetPusher(ctx context.Context, p Pusher, appendOthers bool) error {
+	return db.InTx(ctx, func(tx pgx.Tx) error {
+		// Serialise the user's pusher writes so the count check holds.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('plaza.pushers:' || $1, 0))`, p.UserID); err != nil {
+			return fmt.Errorf("locking pushers: %w", err)
+		}
+		if !appendOthers {
+			if _, err := tx.Exec(ctx, `DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3`,
+				p.AppID, p.Pushkey, p.UserID); err != nil {
+				return fmt.Errorf("removing other users' pushers: %w", err)
+			}
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM pushers WHERE user_id = $1 AND NOT (app_id = $2 AND pushkey = $3)`,
+			p.UserID, p.AppID, p.Pushkey).Scan(&n); err != nil {
+			return fmt.Errorf("counting pushers: %w", err)
+		}
+		if n >= maxPushersPerUser {
+			return ErrTooManyPushers
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, device_id)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+			ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = EXCLUDED.kind, app_display_name = EXCLUDED.app_display_name,
+				device_display_name = EXCLUDED.device_display_name, profile_tag = EXCLUDED.profile_tag, lang = EXCLUDED.lang,
+				data = EXCLUDED.data, device_id = EXCLUDED.device_id`,
+			p.UserID, p.AppID, p.Pushkey, p.Kind, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, p.Data, p.DeviceID)
+		if err != nil {
+			return fmt.Errorf("storing pusher: %w", err)
+		}
+		return nil
+	})
+}
+
+// DeletePusher removes the user's pusher of an app ID and push key, if any.
+func (db *DB) DeletePusher(ctx context.Context, userID, appID, pushkey string) error {
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`, userID, appID, pushkey); err != nil {
+		return fmt.Errorf("deleting pusher: %w", err)
+	}
+	return nil
+}
+
+// Pushers returns a user's pushers, oldest first.
+func (db *DB) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, device_id
+		FROM pushers WHERE user_id = $1 ORDER BY created_at, app_id, pushkey`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("reading pushers: %w", err)
+	}
+	ps, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Pusher, error) {
+		var p Pusher
+		err := row.Scan(&p.UserID, &p.AppID, &p.Pushkey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName, &p.ProfileTag, &p.Lang, &p.Data, &p.DeviceID)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading pushers: %w", err)
+	}
+	return ps, nil
+}

@@ -87,6 +87,7 @@ func (a *API) Routes(r chi.Router, authed ...func(chi.Router)) {
 			r.Route(prefix, func(r chi.Router) {
 				a.accountRoutes(r)
 				a.publicRoutes(r)
+				a.directoryVisibilityRoutes(r)
 				r.Group(func(r chi.Router) {
 					r.Use(a.Authenticate)
 					a.authedRoutes(r)

@@ -26,6 +26,7 @@ import (
 	"plaza/homeserver/httpapi"
 	"plaza/homeserver/keybackup"
 	"plaza/homeserver/media"
+	"plaza/homeserver/push"
 	"plaza/homeserver/room"
 	"plaza/homeserver/signing"
 	"plaza/homeserver/storage"
@@ -61,6 +62,9 @@ type Config struct {
 	// FederationAllowPrivate lets outbound federation reach loopback and
 	// private addresses (tests, private federations).
 	FederationAllowPrivate bool
+	// PushAllowPrivate lets pushers' gateways be on loopback and private
+	// addresses (tests, gateways on the server's own network).
+	PushAllowPrivate bool
 }
 
 // Server is a running homeserver.
@@ -136,6 +140,7 @@ func New(ctx context.Context, cfg Config, db *storage.DB) (*Server, error) {
 			return acct.CountNotifications(ctx, userID, rules, state, joined, evs)
 		}, version, nil
 	})
+	push.New(push.Config{AllowPrivateAddresses: cfg.PushAllowPrivate}, db, rooms, acct).Start(ctx)
 	med, err := media.New(media.Config{Dir: filepath.Join(cfg.DataDir, "media"), ServerName: cfg.ServerName, MaxUploadBytes: cfg.MaxUploadBytes}, db)
 	if err != nil {
 		return nil, err

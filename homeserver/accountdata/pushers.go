@@ -13,8 +13,8 @@ import (
 	"plaza/homeserver/storage"
 )
 
-// Pushers are stored and listed; notifications are not yet delivered to push
-// gateways.
+// Pushers are stored and listed here; package push delivers notifications
+// to the http pushers' gateways.
 
 // Limits the spec sets on a pusher's identifiers, and one of ours on the
 // strings it leaves open.

@@ -89,3 +89,26 @@ func (db *DB) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
 	}
 	return ps, nil
 }
+
+// RoomPushers returns the http pushers of the users joined to a room, the
+// users whose notifications an event of the room may have to be pushed to.
+func (db *DB) RoomPushers(ctx context.Context, roomID string) ([]Pusher, error) {
+	rows, err := db.Pool.Query(ctx, `SELECT p.user_id, p.app_id, p.pushkey, p.kind, p.app_display_name, p.device_display_name, p.profile_tag, p.lang, p.data, p.device_id
+		FROM pushers p
+		JOIN current_state c ON c.type = 'm.room.member' AND c.state_key = p.user_id AND c.membership = 'join'
+		JOIN rooms r ON r.room_nid = c.room_nid
+		WHERE r.room_id = $1 AND p.kind = 'http'
+		ORDER BY p.user_id, p.created_at`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("pushers of room %s: %w", roomID, err)
+	}
+	ps, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Pusher, error) {
+		var p Pusher
+		err := row.Scan(&p.UserID, &p.AppID, &p.Pushkey, &p.Kind, &p.AppDisplayName, &p.DeviceDisplayName, &p.ProfileTag, &p.Lang, &p.Data, &p.DeviceID)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pushers of room %s: %w", roomID, err)
+	}
+	return ps, nil
+}

@@ -99,4 +99,19 @@ func TestPushers(t *testing.T) {
 		t.Fatalf("refused pushers were stored: %v", ps)
 	}
 	s.anon().fails(401, "M_MISSING_TOKEN", "GET", "/_matrix/client/v3/pushers", nil)
+
+	// A pusher goes with the device that set it (logout), not with the
+	// user's other devices.
+	login := s.anon().must("POST", "/_matrix/client/v3/login", map[string]any{
+		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "secret-alice"})
+	phone := &client{t: t, base: s.URL, token: login.str("access_token"), UserID: alice.UserID}
+	phone.must("POST", set, httpPusher("org.example.app", "phone-key", "phone"))
+	alice.must("POST", set, httpPusher("org.example.app", "laptop-key", "laptop"))
+	if ps := pushersOf(alice); len(ps) != 2 {
+		t.Fatalf("two devices' pushers: %v", ps)
+	}
+	phone.must("POST", "/_matrix/client/v3/logout", map[string]any{})
+	if ps := pushersOf(alice); len(ps) != 1 || ps["org.example.app/laptop-key"] == nil {
+		t.Fatalf("after the phone logged out: %v", ps)
+	}
 }

@@ -37,6 +37,14 @@ func (db *DB) SetPusher(ctx context.Context, p Pusher, appendOthers bool) error 
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('plaza.pushers:' || $1, 0))`, p.UserID); err != nil {
 			return fmt.Errorf("locking pushers: %w", err)
 		}
+		// A pusher lives as long as the device that set it (Synapse removes
+		// it at logout); the devices' owners delete devices without knowing
+		// of pushers, so pushers of deleted devices are ignored by the
+		// readers below and cleared here.
+		if _, err := tx.Exec(ctx, `DELETE FROM pushers p WHERE p.user_id = $1
+			AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.user_id = p.user_id AND d.device_id = p.device_id)`, p.UserID); err != nil {
+			return fmt.Errorf("clearing pushers of deleted devices: %w", err)
+		}
 		if !appendOthers {
 			if _, err := tx.Exec(ctx, `DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3`,
 				p.AppID, p.Pushkey, p.UserID); err != nil {
@@ -72,10 +80,15 @@ func (db *DB) DeletePusher(ctx context.Context, userID, appID, pushkey string) e
 	return nil
 }
 
+// liveDevice is the condition on pushers p that the device that set the
+// pusher still exists (see SetPusher).
+const liveDevice = `EXISTS (SELECT 1 FROM devices d WHERE d.user_id = p.user_id AND d.device_id = p.device_id)`
+
 // Pushers returns a user's pushers, oldest first.
 func (db *DB) Pushers(ctx context.Context, userID string) ([]Pusher, error) {
 	rows, err := db.Pool.Query(ctx, `SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, device_id
-		FROM pushers WHERE user_id = $1 ORDER BY created_at, app_id, pushkey`, userID)
+		FROM pushers p WHERE user_id = $1 AND `+liveDevice+`
+		ORDER BY created_at, app_id, pushkey`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("reading pushers: %w", err)
 	}
@@ -97,7 +110,7 @@ func (db *DB) RoomPushers(ctx context.Context, roomID string) ([]Pusher, error) 
 		FROM pushers p
 		JOIN current_state c ON c.type = 'm.room.member' AND c.state_key = p.user_id AND c.membership = 'join'
 		JOIN rooms r ON r.room_nid = c.room_nid
-		WHERE r.room_id = $1 AND p.kind = 'http'
+		WHERE r.room_id = $1 AND p.kind = 'http' AND `+liveDevice+`
 		ORDER BY p.user_id, p.created_at`, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("pushers of room %s: %w", roomID, err)

@@ -1,7 +1,10 @@
 package homeserver_test
 
 import (
+	"fmt"
 	"net/url"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -95,6 +98,10 @@ func TestKeyBackup(t *testing.T) {
 		t.Fatalf("room without keys = %s", r.Raw)
 	}
 	alice.fails(404, "M_NOT_FOUND", "GET", keysPath(v1, room, "nope"), nil)
+	// Clients percent-encode the room ID's sigil and colon.
+	if got := alice.must("GET", "/_matrix/client/v3/room_keys/keys/%21abc%3Aplaza.test/s1?version="+v1, nil); got.Body["is_verified"] != true {
+		t.Fatalf("percent-encoded room ID: %s", got.Raw)
+	}
 	all := alice.must("GET", keysPath(v1), nil)
 	rooms, _ := all.Body["rooms"].(map[string]any)
 	if len(rooms) != 2 {
@@ -164,4 +171,35 @@ func TestKeyBackup(t *testing.T) {
 	}
 	// Unauthenticated requests are refused.
 	s.anon().fails(401, "M_MISSING_TOKEN", "GET", "/_matrix/client/v3/room_keys/version", nil)
+}
+
+// TestKeyBackupConcurrentVersions: versions created at once by several
+// devices are all distinct, and the newest is current.
+func TestKeyBackupConcurrentVersions(t *testing.T) {
+	s := newServer(t)
+	alice := s.register("alice")
+	const n = 8
+	versions := make(chan string, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := alice.do("POST", "/_matrix/client/v3/room_keys/version", map[string]any{
+				"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": map[string]any{"public_key": "k"}})
+			versions <- fmt.Sprint(r.Status, " ", r.str("version"))
+		}()
+	}
+	wg.Wait()
+	close(versions)
+	seen := map[string]bool{}
+	for v := range versions {
+		if seen[v] || !strings.HasPrefix(v, "200 ") {
+			t.Fatalf("answers %v, then %q", seen, v)
+		}
+		seen[v] = true
+	}
+	if cur := alice.must("GET", "/_matrix/client/v3/room_keys/version", nil).str("version"); cur != fmt.Sprint(n) {
+		t.Fatalf("current version %s, want %d", cur, n)
+	}
 }

@@ -162,14 +162,21 @@ func (s *Service) join(w http.ResponseWriter, r *http.Request) {
 	}
 	roomID := pathParam(r, "roomID")
 	snap, err := s.cache.Get(r.Context(), roomID)
-	if err != nil || !snap.Summary.WorldReadable() || snap.Summary.JoinRule != "public" {
+	open := err == nil && snap.Summary.WorldReadable() && snap.Summary.JoinRule == "public"
+	if err != nil || !open && s.cfg.JoinGate == nil {
 		// Only rooms the page shows can be joined from it; others are
 		// joined through a Matrix client, which applies the join gates.
 		httpapi.Fail(w, r, httpapi.NotFound("room not found"))
 		return
 	}
 	if gate := s.cfg.JoinGate; gate != nil {
-		if err := gate(r.Context(), roomID, user); err != nil {
+		if err := gate(r.Context(), roomID, user); err != nil && !open {
+			// A private repository's room is joined from its page by
+			// those the forge vouches for (the gate invites them); to
+			// anyone else it does not exist.
+			httpapi.Fail(w, r, httpapi.NotFound("room not found"))
+			return
+		} else if err != nil {
 			var herr *httpapi.Error
 			if errors.As(err, &herr) {
 				httpapi.Fail(w, r, herr)

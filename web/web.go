@@ -410,7 +410,9 @@ func (s *Service) repoRoom(w http.ResponseWriter, r *http.Request) {
 	if snap, err := s.cache.Get(r.Context(), roomID); err == nil && snap.Summary.WorldReadable() {
 		s.rememberRepo(forgePath, roomID)
 	}
-	s.room(w, r, roomID, user)
+	// The forge vouched for the visitor: a private repository's room is
+	// found for those who may read the repository (and opted in) only.
+	s.roomPage(w, r, roomID, user, user != "" && s.cfg.Repos != nil)
 }
 
 // validRepoPart accepts the characters GitHub and GitLab allow in owner and
@@ -451,6 +453,14 @@ func (s *Service) repoRoomID(ctx context.Context, forgePath, user string) (strin
 // room renders a room's page: its latest messages from the snapshot, or
 // older ones (?before=position) from storage.
 func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user string) {
+	s.roomPage(w, r, roomID, user, false)
+}
+
+// roomPage is room; vouched says the forge let user read the room's
+// repository, so a room that is not world-readable offers them its join
+// button (the join gate checks the forge again) rather than the not-found
+// page, and shows nothing of its history until they join.
+func (s *Service) roomPage(w http.ResponseWriter, r *http.Request, roomID, user string, vouched bool) {
 	snap, err := s.cache.Get(r.Context(), roomID)
 	if errors.Is(err, snapshot.ErrNotFound) {
 		s.notFound(w, r, user)
@@ -487,11 +497,16 @@ func (s *Service) room(w http.ResponseWriter, r *http.Request, roomID, user stri
 		v.Member = m == "join"
 	}
 	if private {
+		w.Header().Set("Cache-Control", "private, no-store")
 		if !v.Member {
-			s.notFound(w, r, user)
+			if !vouched || s.cfg.JoinGate == nil {
+				s.notFound(w, r, user)
+				return
+			}
+			v.Live = "" // nothing to follow before joining
+			s.html(w, r, http.StatusOK, templates.RoomPage(v))
 			return
 		}
-		w.Header().Set("Cache-Control", "private, no-store")
 	}
 	if at := r.URL.Query().Get("at"); at != "" {
 		// A message's permalink (/org/repo?at=$event): the page of messages

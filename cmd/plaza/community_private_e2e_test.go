@@ -131,15 +131,38 @@ func TestCommunityPrivateOptIn(t *testing.T) {
 	hs.do("GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#acme_gadget:plaza.test"), "", nil, http.StatusNotFound, nil)
 
 	// She opts in: the forge is asked again, with the repo scope, and her
-	// visit back creates the room. Its page is for its members only (the
-	// web site's rule for rooms that are not world-readable), so she is
-	// not offered the opt-in again but not shown the room yet either.
+	// visit back creates the room. Its history is for its members only (the
+	// web site's rule for rooms that are not world-readable); she is not
+	// offered the opt-in again.
 	authorize, resp, body = consent(base + optIn)
 	if !slices.Contains(scopes(authorize), "repo") {
 		t.Fatalf("the opt-in did not ask for the repo scope: %v", scopes(authorize))
 	}
 	if resp.Request.URL.Path != "/acme/gadget" || allowPrivateLink.MatchString(body) {
 		t.Fatalf("alice-dev, opted in, on /acme/gadget: %s %d, opt-in offered again: %v", resp.Request.URL, resp.StatusCode, allowPrivateLink.MatchString(body))
+	}
+	// The forge vouches for her: the page offers the room's join button,
+	// and nothing of its history yet.
+	joinForm := regexp.MustCompile(`<form method="post" action="(/_plaza/rooms/[^"]+/join)">`).FindStringSubmatch(body)
+	if resp.StatusCode != http.StatusOK || joinForm == nil || strings.Contains(body, `id="composer"`) {
+		t.Fatalf("alice-dev, opted in, on /acme/gadget: %d, join form %v:\n%s", resp.StatusCode, joinForm, body)
+	}
+	req, err := http.NewRequest("POST", base+html.UnescapeString(joinForm[1]), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Origin", base)
+	req.Header.Set("Referer", base+"/acme/gadget")
+	post, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post.Body.Close()
+	if post.StatusCode != http.StatusSeeOther {
+		t.Fatalf("joining from the page: %d", post.StatusCode)
+	}
+	if resp, body = get(base + "/acme/gadget"); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="composer"`) {
+		t.Fatalf("alice-dev, joined from the page, on /acme/gadget: %d, no composer:\n%s", resp.StatusCode, body)
 	}
 
 	// Her Matrix client signs in (the minimal scopes again; the opted-in

@@ -201,6 +201,10 @@ func (s *Service) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.hs.Rooms.Send(r.Context(), roomID, room.Request{Sender: user, Type: event.TypeMember, StateKey: &user, Content: content})
+	if err != nil && !open && errors.Is(err, room.ErrForbidden) {
+		httpapi.Fail(w, r, httpapi.NotFound("room not found")) // a room one may not join does not exist here
+		return
+	}
 	if err != nil {
 		s.roomFail(w, r, err)
 		return

@@ -726,6 +726,28 @@ func TestJoinAsksTheJoinGate(t *testing.T) {
 	if m, _ := s.hs.Rooms.Membership(context.Background(), roomID, carol.UserID); m != "" {
 		t.Errorf("carol's membership is %q after a refused join", m)
 	}
+
+	// A room that is not world-readable is joined from the web only if
+	// the gate lets one in and the room's rules then do (a private
+	// repository's room: the gate invites); otherwise it does not exist.
+	var closed struct {
+		RoomID string `json:"room_id"`
+	}
+	alice.json("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Closed"}, &closed)
+	closedJoin := "/_plaza/rooms/" + url.PathEscape(closed.RoomID) + "/join"
+	if status, body, _ := s.post(closedJoin, s.session(bob.UserID), s.URL, nil, "application/json"); status != http.StatusNotFound || !strings.Contains(body, "M_NOT_FOUND") {
+		t.Errorf("joining an invite-only room from the web, uninvited: %d %s", status, body)
+	}
+	if status, body, _ := s.post(closedJoin, s.session(carol.UserID), s.URL, nil, "application/json"); status != http.StatusNotFound || !strings.Contains(body, "M_NOT_FOUND") {
+		t.Errorf("joining an invite-only room the gate refuses: %d %s", status, body)
+	}
+	alice.json("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(closed.RoomID)+"/invite", map[string]any{"user_id": bob.UserID}, nil)
+	if status, body, _ := s.post(closedJoin, s.session(bob.UserID), s.URL, nil, "application/json"); status != http.StatusOK {
+		t.Errorf("joining an invite-only room, invited: %d %s", status, body)
+	}
+	if m, _ := s.hs.Rooms.Membership(context.Background(), closed.RoomID, bob.UserID); m != "join" {
+		t.Errorf("bob's membership of the closed room is %q", m)
+	}
 }
 
 func TestOlderMessages(t *testing.T) {

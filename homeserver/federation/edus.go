@@ -96,6 +96,11 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, e edu, budget *
 		if l.Ephemeral == nil {
 			return nil
 		}
+		// The spec's server ACLs cover the EDUs of one room: a denied
+		// server's typing is ignored (the error only gets it logged).
+		if err := s.aclAllows(ctx, c.RoomID, origin); err != nil {
+			return err
+		}
 		return l.Ephemeral.RemoteTyping(ctx, origin, c.RoomID, c.UserID, c.Typing)
 
 	case "m.receipt":
@@ -115,6 +120,11 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, e edu, budget *
 		}
 		var errs []error
 		for roomID, types := range c {
+			// All receipts of a room whose ACL denies the origin are ignored.
+			if err := s.aclAllows(ctx, roomID, origin); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 			for user, r := range types["m.read"] {
 				for _, eventID := range r.EventIDs {
 					if *budget--; *budget < 0 {

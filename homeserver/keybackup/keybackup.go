@@ -98,14 +98,19 @@ func isObject(raw json.RawMessage) bool {
 	return false
 }
 
-func (s *Service) createVersion(w http.ResponseWriter, r *http.Request) {
-	rq := httpapi.RequesterFrom(r.Context())
+// readVersionBody reads and checks a backup version's description.
+func readVersionBody(r *http.Request) (versionBody, error) {
 	var body versionBody
 	if err := httpapi.DecodeLimit(r, &body, maxAuthDataBody); err != nil {
-		httpapi.Fail(w, r, err)
-		return
+		return body, err
 	}
-	if err := body.validate(); err != nil {
+	return body, body.validate()
+}
+
+func (s *Service) createVersion(w http.ResponseWriter, r *http.Request) {
+	rq := httpapi.RequesterFrom(r.Context())
+	body, err := readVersionBody(r)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
@@ -181,12 +186,8 @@ func (s *Service) updateVersion(w http.ResponseWriter, r *http.Request) {
 		httpapi.Fail(w, r, err)
 		return
 	}
-	var body versionBody
-	if err := httpapi.DecodeLimit(r, &body, maxAuthDataBody); err != nil {
-		httpapi.Fail(w, r, err)
-		return
-	}
-	if err := body.validate(); err != nil {
+	body, err := readVersionBody(r)
+	if err != nil {
 		httpapi.Fail(w, r, err)
 		return
 	}
